@@ -1,0 +1,1 @@
+"""Naive-Student: semi-supervised Panoptic-DeepLab from unlabeled street video."""

@@ -1,0 +1,91 @@
+"""Atomic file and directory writes, so a killed job never leaves a half-written file.
+
+Everything the project writes that a later run reads (labels, pseudo-labels, TFRecord
+shards, summaries of stages, SavedModels) goes through here: write to a temporary
+name in the same folder, then rename, which is atomic on POSIX file systems and on
+the object stores `tf.io.gfile` supports.
+"""
+
+import contextlib
+import json
+import os
+import shutil
+import uuid
+from typing import Any, Iterator
+
+import tensorflow as tf
+
+DONE_MARKER = 'DONE'
+
+
+def _tmp_name(path: str) -> str:
+  return f'{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}'
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+  """Writes `data` to `path` through a temporary file and a rename."""
+  parent = os.path.dirname(path)
+  if parent:
+    tf.io.gfile.makedirs(parent)
+  tmp = _tmp_name(path)
+  with tf.io.gfile.GFile(tmp, 'wb') as f:
+    f.write(data)
+  tf.io.gfile.rename(tmp, path, overwrite=True)
+
+
+def atomic_write_text(path: str, text: str) -> None:
+  atomic_write_bytes(path, text.encode('utf-8'))
+
+
+def atomic_write_json(path: str, obj: Any, indent: int = 2) -> None:
+  atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False) + '\n')
+
+
+def read_json(path: str) -> Any:
+  with tf.io.gfile.GFile(path, 'r') as f:
+    return json.load(f)
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str) -> Iterator[str]:
+  """Yields a temporary folder that becomes `path` only if the block succeeds.
+
+  An existing `path` is replaced. A failure leaves `path` as it was and removes
+  the temporary folder.
+  """
+  tmp = _tmp_name(path.rstrip('/'))
+  tf.io.gfile.makedirs(tmp)
+  try:
+    yield tmp
+  except BaseException:
+    shutil.rmtree(tmp, ignore_errors=True)
+    raise
+  if tf.io.gfile.exists(path):
+    tf.io.gfile.rmtree(path)
+  tf.io.gfile.rename(tmp, path)
+
+
+def is_done(directory: str) -> bool:
+  """True when `directory` holds a DONE marker written by `mark_done`."""
+  return tf.io.gfile.exists(os.path.join(directory, DONE_MARKER))
+
+
+def mark_done(directory: str, info: Any = None) -> None:
+  """Writes the DONE marker last, after everything else in `directory`."""
+  atomic_write_json(os.path.join(directory, DONE_MARKER), info or {})
+
+
+def remove_stale_temporaries(directory: str) -> int:
+  """Deletes `*.tmp-*` leftovers of killed writers; returns how many."""
+  if not tf.io.gfile.isdir(directory):
+    return 0
+  count = 0
+  for name in tf.io.gfile.listdir(directory):
+    if '.tmp-' in name:
+      full = os.path.join(directory, name)
+      if tf.io.gfile.isdir(full):
+        tf.io.gfile.rmtree(full)
+      else:
+        tf.io.gfile.remove(full)
+      count += 1
+  return count

@@ -1,0 +1,1 @@
+"""modeling/heads package."""

@@ -1,0 +1,1 @@
+"""post_processing package."""
