@@ -1,0 +1,120 @@
+"""Tests of InputPipeline: static shapes, determinism, sharding, modes."""
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from official_naive_student import common
+from official_naive_student.dataloaders import cityscapes_files as cf
+from official_naive_student.dataloaders import input_pipeline as ip
+from official_naive_student.dataloaders import tfrecord_writer as tfw
+from official_naive_student.dataloaders import tiny_cityscapes
+
+CROP = (16, 24)
+
+
+@pytest.fixture(scope='module')
+def data(tmp_path_factory):
+  root = str(tmp_path_factory.mktemp('cityscapes'))
+  tiny_cityscapes.write_tree(root, sequences=False)
+  records = cf.find_records(root, 'train-fine+val-fine')
+  out = str(tmp_path_factory.mktemp('tfr'))
+  tfw.write_tfrecords(records, out, 2, progress=False)
+  return root, records, out
+
+
+def _train(source, seed=3, **kwargs):
+  return ip.InputPipeline(mode='train', global_batch_size=2, crop_size=CROP,
+                          seed=seed, min_scale=0.75, max_scale=1.25, **source,
+                          **kwargs)
+
+
+def _take(ds, n):
+  return [tf.nest.map_structure(lambda t: t.numpy(), x) for x in ds.take(n)]
+
+
+def test_train_shapes_static_and_targets_consistent(data):
+  ds = _train({'file_pattern': data[2]}).dataset_fn()
+  features, labels = ds.element_spec
+  assert features[common.IMAGE].shape == (2,) + CROP + (3,)
+  assert features[common.IMAGE].dtype == tf.float32
+  for spec in tf.nest.flatten(ds.element_spec):
+    assert spec.shape.is_fully_defined(), spec
+  assert labels[common.GT_PANOPTIC].dtype == tf.int32
+  assert labels[common.GT_OFFSET].shape == (2,) + CROP + (2,)
+  (features, labels), = _take(ds, 1)
+  semantic = labels[common.GT_PANOPTIC] // 1000
+  np.testing.assert_array_equal(labels[common.GT_SEMANTIC], semantic)
+  image = features[common.IMAGE]
+  assert 0 <= image.min() <= image.max() <= 255
+
+
+def test_train_deterministic_for_a_seed(data):
+  for source in ({'file_pattern': data[2]}, {'records': data[1]}):
+    a = _take(_train(source).dataset_fn(), 3)
+    b = _take(_train(source).dataset_fn(), 3)
+    c = _take(_train(source, seed=4).dataset_fn(), 3)
+    tf.nest.map_structure(np.testing.assert_array_equal, a, b)
+    assert not all(np.array_equal(x[0][common.IMAGE], y[0][common.IMAGE])
+                   for x, y in zip(a, c))
+
+
+@pytest.mark.parametrize('num_pipelines', [2, 3])  # file vs example sharding
+def test_sharding_covers_every_example_once(data, num_pipelines):
+  seen = []
+  for pipeline_id in range(num_pipelines):
+    context = tf.distribute.InputContext(
+        num_input_pipelines=num_pipelines, input_pipeline_id=pipeline_id,
+        num_replicas_in_sync=num_pipelines)
+    pipeline = ip.InputPipeline(file_pattern=data[2], mode='eval',
+                                global_batch_size=num_pipelines)
+    assert pipeline.per_replica_batch_size(context) == 1
+    for features, _ in pipeline.dataset_fn(context):
+      seen.extend(n.decode() for n in features[common.IMAGE_NAME].numpy())
+  assert sorted(seen) == [r.image_id for r in data[1]]
+
+
+def test_train_sharding_gives_per_replica_batches(data):
+  context = tf.distribute.InputContext(2, 1, 4)
+  ds = ip.InputPipeline(file_pattern=data[2], mode='train',
+                        global_batch_size=8, crop_size=CROP).dataset_fn(context)
+  assert ds.element_spec[0][common.IMAGE].shape[0] == 2
+
+
+def test_eval_records_equal_tfrecords(data):
+  from_files = _take(ip.InputPipeline(records=data[1], mode='eval',
+                                      global_batch_size=1).dataset_fn(), 5)
+  from_tfr = _take(ip.InputPipeline(file_pattern=data[2], mode='eval',
+                                    global_batch_size=1).dataset_fn(), 5)
+  key = lambda x: x[0][common.IMAGE_NAME][0]
+  from_tfr.sort(key=key)
+  tf.nest.map_structure(np.testing.assert_array_equal, from_files, from_tfr)
+  assert from_files[0][1][common.GT_PANOPTIC].shape == (1, 32, 64)
+
+
+def test_eval_pad_size_is_static(data):
+  ds = ip.InputPipeline(records=data[1], mode='eval', global_batch_size=2,
+                        eval_pad_size=(40, 64), drop_remainder=True
+                        ).dataset_fn()
+  assert ds.element_spec[1][common.GT_PANOPTIC].shape == (2, 40, 64)
+  (_, labels), = _take(ds, 1)
+  assert (labels[common.GT_PANOPTIC][:, 32:] == 255000).all()
+
+
+def test_unlabeled_mode_gives_images_and_ids(data):
+  records = cf.find_records(data[0], 'test-fine')
+  ds = ip.InputPipeline(records=records, mode='unlabeled',
+                        global_batch_size=1).dataset_fn()
+  batch, = _take(ds, 1)
+  assert set(batch) == {common.IMAGE, common.IMAGE_NAME, common.SEQUENCE_ID}
+  assert batch[common.IMAGE_NAME][0] == b'berlin_000000_000019'
+  with pytest.raises(ValueError, match='berlin_000000_000019_leftImg8bit.png: '
+                     'image without label'):
+    ip.InputPipeline(records=records, mode='train')
+
+
+def test_bad_arguments(data):
+  with pytest.raises(ValueError, match='exactly one'):
+    ip.InputPipeline(mode='eval')
+  with pytest.raises(FileNotFoundError, match='no TFRecord files'):
+    ip.InputPipeline(file_pattern=data[2] + '/nothing-*.tfrecord')
