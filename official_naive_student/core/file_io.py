@@ -2,8 +2,8 @@
 
 Everything the project writes that a later run reads (labels, pseudo-labels, TFRecord
 shards, summaries of stages, SavedModels) goes through here: write to a temporary
-name in the same folder, then rename, which is atomic on POSIX file systems and on
-the object stores `tf.io.gfile` supports.
+name in the same folder, then rename, which is atomic on POSIX file systems. Plain
+`os` calls on purpose: worker processes that write PNGs need not import TensorFlow.
 """
 
 import contextlib
@@ -12,8 +12,6 @@ import os
 import shutil
 import uuid
 from typing import Any, Iterator
-
-import tensorflow as tf
 
 DONE_MARKER = 'DONE'
 
@@ -26,11 +24,11 @@ def atomic_write_bytes(path: str, data: bytes) -> None:
   """Writes `data` to `path` through a temporary file and a rename."""
   parent = os.path.dirname(path)
   if parent:
-    tf.io.gfile.makedirs(parent)
+    os.makedirs(parent, exist_ok=True)
   tmp = _tmp_name(path)
-  with tf.io.gfile.GFile(tmp, 'wb') as f:
+  with open(tmp, 'wb') as f:
     f.write(data)
-  tf.io.gfile.rename(tmp, path, overwrite=True)
+  os.replace(tmp, path)
 
 
 def atomic_write_text(path: str, text: str) -> None:
@@ -42,7 +40,7 @@ def atomic_write_json(path: str, obj: Any, indent: int = 2) -> None:
 
 
 def read_json(path: str) -> Any:
-  with tf.io.gfile.GFile(path, 'r') as f:
+  with open(path) as f:
     return json.load(f)
 
 
@@ -54,20 +52,20 @@ def atomic_dir(path: str) -> Iterator[str]:
   the temporary folder.
   """
   tmp = _tmp_name(path.rstrip('/'))
-  tf.io.gfile.makedirs(tmp)
+  os.makedirs(tmp)
   try:
     yield tmp
   except BaseException:
     shutil.rmtree(tmp, ignore_errors=True)
     raise
-  if tf.io.gfile.exists(path):
-    tf.io.gfile.rmtree(path)
-  tf.io.gfile.rename(tmp, path)
+  if os.path.exists(path):
+    shutil.rmtree(path)
+  os.replace(tmp, path)
 
 
 def is_done(directory: str) -> bool:
   """True when `directory` holds a DONE marker written by `mark_done`."""
-  return tf.io.gfile.exists(os.path.join(directory, DONE_MARKER))
+  return os.path.exists(os.path.join(directory, DONE_MARKER))
 
 
 def mark_done(directory: str, info: Any = None) -> None:
@@ -77,15 +75,15 @@ def mark_done(directory: str, info: Any = None) -> None:
 
 def remove_stale_temporaries(directory: str) -> int:
   """Deletes `*.tmp-*` leftovers of killed writers; returns how many."""
-  if not tf.io.gfile.isdir(directory):
+  if not os.path.isdir(directory):
     return 0
   count = 0
-  for name in tf.io.gfile.listdir(directory):
+  for name in os.listdir(directory):
     if '.tmp-' in name:
       full = os.path.join(directory, name)
-      if tf.io.gfile.isdir(full):
-        tf.io.gfile.rmtree(full)
+      if os.path.isdir(full):
+        shutil.rmtree(full)
       else:
-        tf.io.gfile.remove(full)
+        os.remove(full)
       count += 1
   return count

@@ -1,0 +1,1 @@
+"""Synthetic Cityscapes-format street video (scene sampling, rendering, files)."""
