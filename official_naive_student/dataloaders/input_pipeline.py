@@ -181,8 +181,12 @@ class InputPipeline:
   def void_id(self) -> int:
     return self._info.ignore_label * self._info.label_divisor
 
-  def _record_source(self, pipeline_id: int, num_pipelines: int):
-    """Indices into `records`, decoded from files (labels through numpy)."""
+  def _record_source(self, pipeline_id: int, num_pipelines: int, skip: int):
+    """Indices into `records`, decoded from files (labels through numpy).
+
+    In training, elements are (k, example) with k the example's position in this
+    pipeline's stream; the first `skip` are dropped before any decoding.
+    """
     records, info = self._records, self._info
     paths = tf.constant([r.image_path for r in records])
     names = tf.constant([r.image_id for r in records])
@@ -208,10 +212,17 @@ class InputPipeline:
       ds = ds.shuffle(len(records), seed=self._seed)
     if self._repeat:
       ds = ds.repeat()
+    if self.mode == 'train':
+      return ds.enumerate().skip(skip).map(
+          lambda k, index: (k, load(index)), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.map(load, num_parallel_calls=tf.data.AUTOTUNE)
 
-  def _tfrecord_source(self, pipeline_id: int, num_pipelines: int):
-    """Shards files (or examples when files are few), interleaves, parses."""
+  def _tfrecord_source(self, pipeline_id: int, num_pipelines: int, skip: int):
+    """Shards files (or examples when files are few), interleaves, parses.
+
+    In training, elements are (k, example) as in `_record_source`; skipped
+    examples are dropped before parsing.
+    """
     files = tf.data.Dataset.from_tensor_slices(self._files)
     shard_files = len(self._files) >= num_pipelines
     if shard_files:
@@ -229,6 +240,10 @@ class InputPipeline:
     if training:
       ds = ds.shuffle(self._shuffle_buffer_size, seed=self._seed + 1)
     with_label = self.mode != 'unlabeled'
+    if training:
+      return ds.enumerate().skip(skip).map(
+          lambda k, s: (k, parse_example(s, with_label)),
+          num_parallel_calls=tf.data.AUTOTUNE)
     return ds.map(lambda s: parse_example(s, with_label),
                   num_parallel_calls=tf.data.AUTOTUNE)
 
@@ -270,18 +285,26 @@ class InputPipeline:
     return input_context.get_per_replica_batch_size(self.global_batch_size)
 
   def dataset_fn(
-      self, input_context: Optional[tf.distribute.InputContext] = None
-  ) -> tf.data.Dataset:
-    """The dataset of one input pipeline (all of it without `input_context`)."""
+      self, input_context: Optional[tf.distribute.InputContext] = None,
+      start_step: int = 0) -> tf.data.Dataset:
+    """The dataset of one input pipeline (all of it without `input_context`).
+
+    Args:
+      input_context: from `strategy.distribute_datasets_from_function`.
+      start_step: training steps already done (a resumed job): the examples
+        those steps consumed are skipped before decoding, so a resumed run sees
+        exactly the batches an uninterrupted run would.
+    """
     pipeline_id = input_context.input_pipeline_id if input_context else 0
     num_pipelines = input_context.num_input_pipelines if input_context else 1
+    skip = start_step * self.global_batch_size // num_pipelines
     if self._records is not None:
-      ds = self._record_source(pipeline_id, num_pipelines)
+      ds = self._record_source(pipeline_id, num_pipelines, skip)
     else:
-      ds = self._tfrecord_source(pipeline_id, num_pipelines)
+      ds = self._tfrecord_source(pipeline_id, num_pipelines, skip)
     if self.mode == 'train':
-      ds = ds.enumerate().map(self._train_map(pipeline_id, num_pipelines),
-                              num_parallel_calls=tf.data.AUTOTUNE)
+      ds = ds.map(self._train_map(pipeline_id, num_pipelines),
+                  num_parallel_calls=tf.data.AUTOTUNE)
     else:
       ds = ds.map(self._eval_map, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(self.per_replica_batch_size(input_context),

@@ -59,6 +59,14 @@ def test_train_deterministic_for_a_seed(data):
                    for x, y in zip(a, c))
 
 
+def test_start_step_resumes_the_stream(data):
+  """A pipeline started at step k yields what an uninterrupted one yields next."""
+  for source in ({'file_pattern': data[2]}, {'records': data[1]}):
+    full = _take(_train(source).dataset_fn(), 5)
+    resumed = _take(_train(source).dataset_fn(start_step=3), 2)
+    tf.nest.map_structure(np.testing.assert_array_equal, full[3:], resumed)
+
+
 @pytest.mark.parametrize('num_pipelines', [2, 3])  # file vs example sharding
 def test_sharding_covers_every_example_once(data, num_pipelines):
   seen = []

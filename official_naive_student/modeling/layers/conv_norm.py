@@ -72,6 +72,7 @@ class ConvNormAct(keras.layers.Layer):
     init = keras.initializers.get(kernel_initializer)
     self.depthwise = None
     self.depthwise_norm = None
+    self._subsample = 1
     if separable:
       self.depthwise = keras.layers.DepthwiseConv2D(
           kernel_size, strides=strides, dilation_rate=dilation_rate,
@@ -82,14 +83,21 @@ class ConvNormAct(keras.layers.Layer):
           filters, 1, padding='same', use_bias=not use_norm,
           kernel_initializer=init, name='pointwise')
     else:
+      # A strided 1x1 convolution reads every s-th pixel: subsample, then run it
+      # at stride 1. Same result, parameters and M-Adds, and it avoids a oneDNN
+      # bug in TF 2.21 on CPU (the weight gradient of a strided 1x1 conv with
+      # fewer than 16 input channels crashes or is wrong; oneDNN issue 6035).
+      self._subsample = strides if kernel_size == 1 and strides > 1 else 1
       self.conv = keras.layers.Conv2D(
-          filters, kernel_size, strides=strides, dilation_rate=dilation_rate,
-          padding='same', use_bias=not use_norm, kernel_initializer=init,
-          name='conv')
+          filters, kernel_size, strides=strides // self._subsample,
+          dilation_rate=dilation_rate, padding='same', use_bias=not use_norm,
+          kernel_initializer=init, name='conv')
     self.norm = build_norm(sync_bn, name='bn') if use_norm else None
     self.act = keras.layers.Activation(activation) if activation else None
 
   def call(self, x, training=None):
+    if self._subsample > 1:
+      x = x[:, ::self._subsample, ::self._subsample, :]
     if self.depthwise is not None:
       x = self.depthwise(x)
       x = self.depthwise_norm(x, training=training)
