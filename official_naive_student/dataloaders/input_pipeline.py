@@ -178,6 +178,15 @@ class InputPipeline:
     self._cycle_length = cycle_length
 
   @property
+  def crop_size(self):
+    return self._crop_size
+
+  @property
+  def num_examples(self) -> Optional[int]:
+    """Examples in one pass (records mode), None for TFRecords."""
+    return None if self._records is None else len(self._records)
+
+  @property
   def void_id(self) -> int:
     return self._info.ignore_label * self._info.label_divisor
 

@@ -1,0 +1,99 @@
+"""Initialization from another checkpoint, with a report of what was restored.
+
+Used to start a Student from a previous Student or a Teacher, or a backbone from an
+ImageNet checkpoint. Variables are matched by their object path inside the model
+(`model/backbone/...`), so a checkpoint of a model with another head width restores
+everything but the mismatching layers, and the report names both sides.
+"""
+
+import dataclasses
+from typing import Dict, List, Sequence
+
+from absl import logging
+import keras
+import numpy as np
+import tensorflow as tf
+
+_VALUE_SUFFIX = '/.ATTRIBUTES/VARIABLE_VALUE'
+
+
+@dataclasses.dataclass
+class RestoreReport:
+  restored: List[str]
+  missing_in_checkpoint: List[str]
+  shape_mismatch: List[str]
+  unused_in_checkpoint: List[str]
+
+  def summary(self) -> str:
+    return (f'restored {len(self.restored)} variables, '
+            f'{len(self.missing_in_checkpoint)} not in the checkpoint, '
+            f'{len(self.shape_mismatch)} with another shape, '
+            f'{len(self.unused_in_checkpoint)} checkpoint values unused')
+
+
+def _variable_keys(root, prefix: str) -> Dict[str, tf.Variable]:
+  """Checkpoint key -> variable, as tf.train.Checkpoint(prefix=root) writes them."""
+  keys = {}
+  view = tf.train.TrackableView(root)
+  # Breadth-first walk over named children, as the object graph is serialized.
+  queue = [(root, prefix)]
+  seen = {id(root)}
+  while queue:
+    obj, path = queue.pop(0)
+    for child in view.children(obj).items():
+      name, value = child
+      if id(value) in seen:
+        continue
+      seen.add(id(value))
+      child_path = f'{path}/{name}'
+      if isinstance(value, (tf.Variable, keras.Variable)):
+        keys[child_path + _VALUE_SUFFIX] = value
+      else:
+        queue.append((value, child_path))
+  return keys
+
+
+def restore_matching(checkpoint_path: str, root: tf.Module,
+                     prefix: str = 'model',
+                     skip_prefixes: Sequence[str] = ()) -> RestoreReport:
+  """Restores every variable of `root` whose key and shape match the checkpoint.
+
+  Args:
+    checkpoint_path: a checkpoint prefix or a folder (its latest checkpoint).
+    root: the object saved under `prefix` in the checkpoint (the model).
+    prefix: the name `root` had in the saved tf.train.Checkpoint.
+    skip_prefixes: key prefixes (relative to `prefix`) never restored, e.g. the
+      semantic head when the class count differs.
+
+  Returns:
+    A RestoreReport naming what was restored and what was not.
+  """
+  if tf.io.gfile.isdir(checkpoint_path):
+    latest = tf.train.latest_checkpoint(checkpoint_path)
+    if latest is None:
+      raise FileNotFoundError(f'{checkpoint_path}: no checkpoint in this folder')
+    checkpoint_path = latest
+  reader = tf.train.load_checkpoint(checkpoint_path)
+  shapes = reader.get_variable_to_shape_map()
+  wanted = _variable_keys(root, prefix)
+  restored, missing, mismatch = [], [], []
+  for key, variable in sorted(wanted.items()):
+    relative = key[len(prefix) + 1:]
+    if any(relative.startswith(p) for p in skip_prefixes) or key not in shapes:
+      missing.append(key)
+      continue
+    if list(shapes[key]) != list(variable.shape):
+      mismatch.append(key)
+      continue
+    variable.assign(np.asarray(reader.get_tensor(key)).astype(
+        tf.as_dtype(variable.dtype).as_numpy_dtype))
+    restored.append(key)
+  ours = set(wanted)
+  unused = sorted(k for k in shapes
+                  if k.startswith(prefix + '/') and k.endswith(_VALUE_SUFFIX)
+                  and k not in ours)
+  report = RestoreReport(restored, missing, mismatch, unused)
+  logging.info('Initialized from %s: %s', checkpoint_path, report.summary())
+  for key in missing + mismatch:
+    logging.info('  not restored: %s', key)
+  return report
