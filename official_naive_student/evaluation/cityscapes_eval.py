@@ -4,7 +4,14 @@ Reads the files `cityscapes_results` writes (the official formats) and the
 gtFine ground truth, and gives the numbers of `evalPixelLevelSemanticLabeling`
 (mIoU), `evalInstanceLevelSemanticLabeling` (AP, AP50) and
 `evalPanopticSemanticLabeling` (PQ, SQ, RQ) in one pass: each file is decoded
-once, frames run in a process pool and all matching is done with `np.bincount`.
+at most once (`png_io`: no extra copies, instance masks only within their
+bounding box), frames run in a process pool and all matching is done with
+`np.bincount`. When instances are evaluated too, the gt panoptic segments are
+read off the instanceIds already decoded instead of off their own PNG, after
+checking them against the gt json (ids and areas); if they disagree, the PNG
+is decoded as the official evaluator does. (The gt labelIds could be derived
+from the instanceIds as well, but nothing short of decoding them shows that
+they agree, so they are decoded.)
 
   python -m official_naive_student.evaluation.cityscapes_eval \
       --gt_root /data/cityscapes --split val --semantic_dir results/semantic \
@@ -12,6 +19,7 @@ once, frames run in a process pool and all matching is done with `np.bincount`.
       --panoptic_dir results/panoptic --output_json results/metrics.json
 """
 
+import functools
 import glob
 import json
 import multiprocessing
@@ -20,52 +28,18 @@ import re
 from typing import Dict, List, Optional
 
 import numpy as np
-from PIL import Image
+from cityscapesscripts.helpers import labels as cs_labels
 
 from official_naive_student import datasets
 from official_naive_student.evaluation import cityscapes_results
 from official_naive_student.evaluation import instance_ap
 from official_naive_student.evaluation import panoptic_quality
+from official_naive_student.evaluation import png_io
 from official_naive_student.evaluation import semantic_iou
 
 RESULT_KEYS = ('PQ', 'SQ', 'RQ', 'PQ_things', 'PQ_stuff', 'mIoU', 'AP', 'AP50')
+_KNOWN_LABEL_IDS = np.array(sorted(cs_labels.id2label), np.int64)
 _ID_PREFIX = re.compile(r'^([^_]+_\d+_\d+)')
-
-
-def read_png(path: str) -> np.ndarray:
-  """Decodes a PNG as the evaluators do (np.array of the PIL image)."""
-  with Image.open(path) as image:
-    return np.asarray(image)
-
-
-def read_segment_ids(path: str) -> np.ndarray:
-  """Decodes an RGB panoptic PNG to ids R + 256 G + 65536 B ([H, W] uint32)."""
-  with Image.open(path) as image:
-    if image.mode not in ('RGB', 'RGBA'):
-      raise ValueError(f'{path}: expected an RGB panoptic PNG, got mode '
-                       f'{image.mode}')
-    # RGBA bytes read as little-endian uint32 give the id in one pass.
-    rgba = np.array(image.convert('RGBA'))
-  ids = rgba.view('<u4')[..., 0]
-  ids &= 0xFFFFFF
-  return ids
-
-
-def read_mask(path: str):
-  """(crop, (top, left)) of a binary mask's bounding box, or None if empty.
-
-  Like the official evaluator, any non-zero value after conversion to 8-bit grey
-  is part of the mask.
-  """
-  with Image.open(path) as image:
-    if image.mode not in ('1', 'L'):
-      image = image.convert('L')
-    size = image.size
-    box = image.getbbox()
-    if box is None:
-      return None, size
-    crop = np.asarray(image.crop(box)).astype(bool, copy=False)
-  return (crop, (box[1], box[0])), size
 
 
 def _prediction_index(root: str, ext: str) -> Dict[str, List[str]]:
@@ -115,8 +89,8 @@ def read_instance_txt(path: str, root: str):
   return [(m, label, score) for m, (label, score) in predictions.items()]
 
 
-def _frame_tasks(gt_root: str, split: str, semantic_dir, instance_dir,
-                 panoptic_json, panoptic_dir, dataset) -> List[dict]:
+def frame_tasks(gt_root: str, split: str, semantic_dir, instance_dir,
+                panoptic_json, panoptic_dir, dataset) -> List[dict]:
   """One dict of file paths (and panoptic segment lists) per evaluated frame."""
   gt_dir = os.path.join(gt_root, 'gtFine', split)
   tasks: Dict[str, dict] = {}
@@ -171,23 +145,59 @@ def _frame_tasks(gt_root: str, split: str, semantic_dir, instance_dir,
       task['gt_panoptic'] = os.path.join(gt_pan_dir, gt_ann['file_name'])
       task['panoptic'] = pred_png
       task['gt_segments'] = [
-          (s['id'], train_id(s['category_id'], gt_json), s['iscrowd'])
-          for s in gt_ann['segments_info']]
+          (s['id'], train_id(s['category_id'], gt_json), s['iscrowd'],
+           s.get('area')) for s in gt_ann['segments_info']]
       task['pred_segments'] = [
           (s['id'], train_id(s['category_id'], f'{panoptic_json} ({image_id})'))
           for s in pred_ann['segments_info']]
   return [tasks[k] for k in sorted(tasks)]
 
 
+def panoptic_gt_rows(gt: instance_ap.IndexedInstanceIds,
+                     gt_segments) -> Optional[np.ndarray]:
+  """Each instanceIds value's gt panoptic segment (1 + json position), or None.
+
+  createPanopticImgs gives every instanceIds value v whose label is evaluated
+  the segment id v, makes the others void (0 here), and lists each segment in
+  its json with its area. When that json agrees with this instanceIds map (same
+  ids, same areas), this lookup applied to `gt.compact` is the panoptic PNG's
+  content, so decoding that PNG can be skipped; otherwise None.
+
+  Args:
+    gt: the frame's indexed instanceIds.
+    gt_segments: (id, class index, is crowd, area) per gt json segment.
+  """
+  values = gt.values
+  label = np.where(values < 1000, values, values // 1000)
+  if not np.isin(label, _KNOWN_LABEL_IDS).all():
+    return None  # createPanopticImgs would have failed on this map.
+  kept = ~np.isin(label, instance_ap.VOID_LABEL_IDS)
+  listed = np.array([s[0] for s in gt_segments], np.int64)
+  areas = [s[3] if len(s) > 3 else None for s in gt_segments]
+  if listed.size != kept.sum() or None in areas:
+    return None
+  at = np.minimum(np.searchsorted(values, listed), max(values.size - 1, 0))
+  if (values.size == 0 or not np.array_equal(values[at], listed)
+      or not kept[at].all() or np.unique(at).size != at.size
+      or not np.array_equal(gt.pixels[at], np.array(areas, np.int64))):
+    return None
+  rows = np.zeros((values.size,), np.int64)
+  rows[at] = np.arange(1, listed.size + 1)
+  return rows
+
+
 def evaluate_frame(task: dict, dataset=datasets.CITYSCAPES) -> dict:
   """Statistics of one frame for whichever kinds `task` names."""
   out = {}
   if 'semantic' in task:
-    pred = read_png(task['semantic'])
+    pred = png_io.read_png(task['semantic'])
     out['confusion'] = semantic_iou.label_id_confusion(
-        read_png(task['gt_semantic']), pred, dataset, name=task['semantic'])
+        png_io.read_png(task['gt_semantic']), pred, dataset,
+        name=task['semantic'])
+  gt = None
   if 'instance' in task:
-    gt = read_png(task['gt_instance'])
+    gt = instance_ap.index_instance_ids(png_io.read_png(task['gt_instance']))
+    height, width = gt.compact.shape
     masks, labels, scores = [], [], []
     for mask_path, label_id, score in read_instance_txt(task['instance'],
                                                         task['instance_root']):
@@ -195,10 +205,10 @@ def evaluate_frame(task: dict, dataset=datasets.CITYSCAPES) -> dict:
         continue  # The official evaluator does not read these masks.
       if not os.path.isfile(mask_path):
         raise FileNotFoundError(f'{task["instance"]}: mask {mask_path} missing')
-      mask, size = read_mask(mask_path)
-      if size != (gt.shape[1], gt.shape[0]):
+      mask, size = png_io.read_mask(mask_path)
+      if size != (width, height):
         raise ValueError(f'{mask_path}: size {size[1]}x{size[0]} != ground truth '
-                         f'{gt.shape[0]}x{gt.shape[1]}')
+                         f'{height}x{width}')
       if mask is not None:
         masks.append(mask)
         labels.append(label_id)
@@ -206,10 +216,17 @@ def evaluate_frame(task: dict, dataset=datasets.CITYSCAPES) -> dict:
     out['matches'] = instance_ap.match_masks(gt, masks, labels, scores,
                                              name=task['instance'])
   if 'panoptic' in task:
-    out['pq'] = panoptic_quality.segment_frame_stats(
-        read_segment_ids(task['gt_panoptic']), task['gt_segments'],
-        read_segment_ids(task['panoptic']), task['pred_segments'],
-        dataset.num_classes, name=task['panoptic'])
+    pred_ids = png_io.read_segment_ids(task['panoptic'])
+    rows = None if gt is None else panoptic_gt_rows(gt, task['gt_segments'])
+    if rows is None:
+      out['pq'] = panoptic_quality.segment_frame_stats(
+          png_io.read_segment_ids(task['gt_panoptic']), task['gt_segments'],
+          pred_ids, task['pred_segments'], dataset.num_classes,
+          name=task['panoptic'])
+    else:
+      out['pq'] = panoptic_quality.indexed_frame_stats(
+          gt.compact, task['gt_segments'], pred_ids, task['pred_segments'],
+          dataset.num_classes, name=task['panoptic'], gt_rows=rows)
   return out
 
 
@@ -224,15 +241,17 @@ def evaluate(gt_root: str, split: str = 'val', semantic_dir: str = None,
      'panoptic': ..., 'instance': ...} where the last three hold the
     accumulators' full results (per class) for the kinds evaluated.
   """
-  tasks = _frame_tasks(gt_root, split, semantic_dir, instance_dir,
-                       panoptic_json, panoptic_dir, dataset)
+  tasks = frame_tasks(gt_root, split, semantic_dir, instance_dir,
+                      panoptic_json, panoptic_dir, dataset)
   miou, pq, ap = (semantic_iou.SemanticIoU(dataset),
                   panoptic_quality.PanopticQuality(dataset),
                   instance_ap.InstanceAP(dataset))
   if num_workers > 1 and len(tasks) > 1:
-    with multiprocessing.Pool(num_workers) as pool:
-      frames = pool.imap(evaluate_frame, tasks, chunksize=1)
-      frames = list(frames)
+    # A few chunks per worker: fewer round trips, still balanced at the end.
+    chunk = max(1, len(tasks) // (num_workers * 4))
+    with multiprocessing.Pool(min(num_workers, len(tasks))) as pool:
+      frames = list(pool.imap(functools.partial(evaluate_frame, dataset=dataset),
+                              tasks, chunksize=chunk))
   else:
     frames = [evaluate_frame(t, dataset) for t in tasks]
   for frame in frames:

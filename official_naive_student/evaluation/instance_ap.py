@@ -21,7 +21,7 @@ Per frame only the overlaps are computed (one `np.bincount` for a disjoint
 instance map, or one per mask); the curves are built from them at the end.
 """
 
-from typing import Dict, Iterable, List, Mapping, Sequence
+from typing import Dict, Iterable, List, Mapping, NamedTuple, Sequence, Union
 
 import numpy as np
 from cityscapesscripts.helpers import labels as cs_labels
@@ -38,8 +38,29 @@ MIN_REGION_SIZE = 100
 _KNOWN_LABEL_IDS = frozenset(cs_labels.id2label)
 
 
-def _gt_segments(gt_instance_ids: np.ndarray):
-  """Present gt values, their compact lookup, class index (-1: none), void flag."""
+class IndexedInstanceIds(NamedTuple):
+  """A gt instanceIds map with its present values numbered 0..V-1.
+
+  Computed once per frame and shared by the instance matching and, in
+  `cityscapes_eval`, the panoptic ground truth, which both need it.
+
+  Attributes:
+    values: [V] present instanceIds values, ascending.
+    pixels: [V] pixel count of each value.
+    compact: [H, W] int32 position of each pixel's value in `values`.
+    cls: [V] instance class index of each value (-1: not an evaluated class).
+    void: [V] whether the value is a void label (ignoreInEval).
+  """
+  values: np.ndarray
+  pixels: np.ndarray
+  compact: np.ndarray
+  cls: np.ndarray
+  void: np.ndarray
+
+
+def index_instance_ids(gt_instance_ids: np.ndarray) -> IndexedInstanceIds:
+  """Numbers the values of a Cityscapes instanceIds map (one bincount)."""
+  gt_instance_ids = np.asarray(gt_instance_ids)
   if (gt_instance_ids.size and gt_instance_ids.dtype.kind == 'i'
       and int(gt_instance_ids.min()) < 0):
     raise ValueError(f'negative instance id {int(gt_instance_ids.min())}')
@@ -52,7 +73,8 @@ def _gt_segments(gt_instance_ids: np.ndarray):
   for k, label_id in enumerate(INSTANCE_LABEL_IDS):
     cls[label == label_id] = k
   void = np.isin(values, VOID_LABEL_IDS)
-  return values, counts[values], lut, cls, void
+  return IndexedInstanceIds(values, counts[values],
+                            np.take(lut, gt_instance_ids), cls, void)
 
 
 def _frame_matches(values, gt_pixels, cls, void, overlaps: np.ndarray,
@@ -109,27 +131,28 @@ def match_instance_map(gt_instance_ids: np.ndarray, pred_instances: np.ndarray,
   if gt_instance_ids.shape != pred_instances.shape:
     raise ValueError(f'{name}: size {pred_instances.shape} != ground truth '
                      f'{gt_instance_ids.shape}')
-  values, gt_pixels, lut, cls, void = _gt_segments(gt_instance_ids)
+  values, gt_pixels, compact, cls, void = index_instance_ids(gt_instance_ids)
   n = len(label_ids)
   if pred_instances.size and (pred_instances.min() < 0 or
                               pred_instances.max() > n):
     raise ValueError(f'{name}: instance index outside 0..{n}')
   joint = np.bincount(
-      (np.take(lut, gt_instance_ids).astype(np.intp) * (n + 1)
-       + pred_instances).ravel(),
+      (compact.astype(np.intp) * (n + 1) + pred_instances).ravel(),
       minlength=values.size * (n + 1)).reshape(values.size, n + 1)
   return _frame_matches(values, gt_pixels, cls, void, joint[:, 1:].T,
                         _label_classes(label_ids, name),
                         np.asarray(scores, np.float64).reshape(-1))
 
 
-def match_masks(gt_instance_ids: np.ndarray, masks: Iterable,
+def match_masks(gt_instance_ids: Union[np.ndarray, IndexedInstanceIds],
+                masks: Iterable,
                 label_ids: Sequence[int], scores: Sequence[float],
                 name: str = 'prediction') -> Dict[str, np.ndarray]:
   """Overlaps of one frame from binary masks, which may overlap each other.
 
   Args:
-    gt_instance_ids: [H, W] Cityscapes instanceIds values.
+    gt_instance_ids: [H, W] Cityscapes instanceIds values, or their
+      `index_instance_ids`.
     masks: per prediction either a [H, W] boolean mask or a tuple
       (mask_crop, (top, left)) holding only the mask's bounding box.
     label_ids: Cityscapes label id of each prediction.
@@ -139,17 +162,18 @@ def match_masks(gt_instance_ids: np.ndarray, masks: Iterable,
   Returns:
     The frame's match record, for `InstanceAP.add_matches`.
   """
-  values, gt_pixels, lut, cls, void = _gt_segments(gt_instance_ids)
-  compact = np.take(lut, gt_instance_ids)
+  if not isinstance(gt_instance_ids, IndexedInstanceIds):
+    gt_instance_ids = index_instance_ids(gt_instance_ids)
+  values, gt_pixels, compact, cls, void = gt_instance_ids
   rows = []
   for mask in masks:
     if isinstance(mask, tuple):
       crop, (top, left) = mask
     else:
       crop, top, left = mask, 0, 0
-      if mask.shape != gt_instance_ids.shape:
+      if mask.shape != compact.shape:
         raise ValueError(f'{name}: mask size {mask.shape} != ground truth '
-                         f'{gt_instance_ids.shape}')
+                         f'{compact.shape}')
     window = compact[top:top + crop.shape[0], left:left + crop.shape[1]]
     rows.append(np.bincount(window[crop.astype(bool, copy=False)],
                             minlength=values.size))
@@ -270,7 +294,7 @@ class InstanceAP:
 
   def update_masks(self, gt_instance_ids, masks, label_ids, scores,
                    name: str = 'prediction'):
-    self.add_matches(match_masks(np.asarray(gt_instance_ids), masks, label_ids,
+    self.add_matches(match_masks(gt_instance_ids, masks, label_ids,
                                  scores, name))
 
   def add_matches(self, matches: Dict[str, np.ndarray]):

@@ -3,7 +3,9 @@
 A preset is a set of `build_panoptic_deeplab` keyword arguments over
 `DEFAULTS`, which are the Cityscapes settings of DeepLab2
 (`configs/cityscapes/panoptic_deeplab/wide_resnet41_os16.textproto`) with the
-paper's regular 5x5 convolutions in decoders and heads. `tiny` models run through
+paper's regular 5x5 convolutions in decoders and heads and the paper's
+Wide-ResNet layout (`WideResNet` default `layout='naive_student'`; DeepLab2's is
+`backbone_kwargs={'layout': 'deeplab2'}`). `tiny` models run through
 the same classes, only narrower and shallower (STYLE.md 4.6).
 
 `PAPER_FIGURES` holds the published parameter and multiply-add counts that

@@ -147,9 +147,10 @@ def measure(model: keras.Model, input_hw: Sequence[int]) -> Dict[str, object]:
           'input': list(input_hw)}
 
 
-def build_imagenet(preset: str) -> keras.Model:
+def build_imagenet(preset: str, **overrides) -> keras.Model:
   """The preset's backbone at output stride 32 with a 1000-way classifier."""
-  backbone = presets.build_backbone(preset, output_stride=32, sync_bn=False)
+  backbone = presets.build_backbone(preset, output_stride=32, sync_bn=False,
+                                    **overrides)
   return imagenet_classifier.ImageNetClassifier(backbone=backbone,
                                                 num_classes=1000)
 
@@ -163,9 +164,11 @@ def _panoptic(preset, **overrides):
 # two (B6, B7).
 _MULTI_GRID_WR41 = dict(backbone_kwargs=dict(multi_grid=(1, 2, 4)))
 _MULTI_GRID_WR38 = dict(backbone_kwargs=dict(multi_grid=(1, 2)))
-# DeepLab2's defaults: separable 5x5 convolutions in decoders and heads.
+# DeepLab2's Wide-ResNet layout (strides in first blocks, no max pool) ...
+_DEEPLAB2_LAYOUT = dict(backbone_kwargs=dict(layout='deeplab2'))
+# ... and its defaults: separable 5x5 convolutions in decoders and heads.
 _DEEPLAB2 = dict(decoder_conv_type=presets.SEPARABLE_CONV,
-                 head_conv_type=presets.SEPARABLE_CONV)
+                 head_conv_type=presets.SEPARABLE_CONV, **_DEEPLAB2_LAYOUT)
 
 # name -> (builder, input, key of presets.PAPER_FIGURES and figure to compare).
 NETWORKS = {
@@ -187,6 +190,18 @@ VARIANTS = {
     'panoptic_deeplab_wr38 +multi-grid': (
         _panoptic('panoptic_deeplab_wr38', **_MULTI_GRID_WR38), PANOPTIC_INPUT,
         ('panoptic_deeplab_wr38', 'madds_multi_grid')),
+    'panoptic_deeplab_wr41 DeepLab2 layout': (
+        _panoptic('panoptic_deeplab_wr41', **_DEEPLAB2_LAYOUT), PANOPTIC_INPUT,
+        ('panoptic_deeplab_wr41', 'madds')),
+    'panoptic_deeplab_wr38 DeepLab2 layout': (
+        _panoptic('panoptic_deeplab_wr38', **_DEEPLAB2_LAYOUT), PANOPTIC_INPUT,
+        ('panoptic_deeplab_wr38', 'madds')),
+    'imagenet_wr41 DeepLab2 layout': (
+        lambda: build_imagenet('panoptic_deeplab_wr41', **_DEEPLAB2_LAYOUT),
+        IMAGENET_INPUT, ('imagenet_wr41', 'madds')),
+    'imagenet_wr38 DeepLab2 layout': (
+        lambda: build_imagenet('panoptic_deeplab_wr38', **_DEEPLAB2_LAYOUT),
+        IMAGENET_INPUT, ('imagenet_wr38', 'madds')),
     'panoptic_deeplab_wr41 DeepLab2 (separable)': (
         _panoptic('panoptic_deeplab_wr41', **_DEEPLAB2), PANOPTIC_INPUT, None),
     'panoptic_deeplab_wr38 DeepLab2 (separable)': (

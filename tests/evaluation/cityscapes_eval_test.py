@@ -10,7 +10,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from official_naive_student import datasets
 from official_naive_student.evaluation import cityscapes_eval
+from official_naive_student.evaluation import instance_ap
+from official_naive_student.evaluation import png_io
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -85,3 +88,73 @@ def test_instance_mask_outside_results_folder(official_case, tmp_path):
   with pytest.raises(ValueError, match='outside'):
     cityscapes_eval.evaluate(official_case['root'], instance_dir=ins,
                              num_workers=1)
+
+
+def _panoptic_kwargs(official_case):
+  return {'panoptic_json': official_case['panoptic_json'],
+          'panoptic_dir': official_case['panoptic_dir'], 'num_workers': 1}
+
+
+def _expected_pq(official_case):
+  pan = official_case['official']['panoptic']
+  return {'PQ': pan['All']['pq'], 'SQ': pan['All']['sq'],
+          'RQ': pan['All']['rq'], 'PQ_things': pan['Things']['pq'],
+          'PQ_stuff': pan['Stuff']['pq']}
+
+
+def test_panoptic_alone_and_with_instances_match_official(official_case):
+  # Alone, the gt panoptic PNGs are decoded; with instances, the gt segments
+  # come from the instanceIds.
+  alone = cityscapes_eval.evaluate(official_case['root'],
+                                   **_panoptic_kwargs(official_case))
+  both = cityscapes_eval.evaluate(
+      official_case['root'], instance_dir=official_case['instance_dir'],
+      **_panoptic_kwargs(official_case))
+  for key, value in _expected_pq(official_case).items():
+    assert alone['metrics'][key] == pytest.approx(value * 100, abs=0.01), key
+    assert both['metrics'][key] == pytest.approx(value * 100, abs=0.01), key
+
+
+def test_panoptic_gt_from_instance_ids_equals_the_png(official_case):
+  tasks = cityscapes_eval.frame_tasks(
+      official_case['root'], 'val', None, official_case['instance_dir'],
+      official_case['panoptic_json'], official_case['panoptic_dir'],
+      datasets.CITYSCAPES)
+  for task in tasks:
+    gt = instance_ap.index_instance_ids(png_io.read_png(task['gt_instance']))
+    segments = task['gt_segments']
+    index = cityscapes_eval.panoptic_gt_rows(gt, segments)[gt.compact]
+    ids = png_io.read_segment_ids(task['gt_panoptic'])
+    lut = {0: 0, **{s[0]: g + 1 for g, s in enumerate(segments)}}
+    assert np.array_equal(index, np.vectorize(lut.get)(ids))
+    # Any disagreement with the json means: decode the PNG.
+    first = segments[0]
+    for wrong in ([first[:3] + (first[3] + 1,)] + segments[1:],  # area
+                  segments[1:],                                 # missing
+                  [s[:3] for s in segments],                    # no areas
+                  segments + [(99000, 0, 0, 1)]):               # extra
+      assert cityscapes_eval.panoptic_gt_rows(gt, wrong) is None
+
+
+def test_panoptic_falls_back_to_png_when_instance_ids_changed(
+    official_case, tmp_path, monkeypatch):
+  root = str(tmp_path / 'cityscapes')
+  shutil.copytree(official_case['root'], root)
+  image_id = 'aachen_000000_000019'
+  path = os.path.join(root, 'gtFine', 'val', 'aachen',
+                      f'{image_id}_gtFine_instanceIds.png')
+  inst = np.array(Image.open(path)).astype(np.int32)
+  inst[inst == inst.max()] = 7  # One instance becomes road.
+  Image.fromarray(inst.astype(np.uint16)).save(path)
+  read = []
+  original = png_io.read_segment_ids
+  monkeypatch.setattr(png_io, 'read_segment_ids',
+                      lambda p: read.append(p) or original(p))
+  both = cityscapes_eval.evaluate(
+      root, instance_dir=official_case['instance_dir'],
+      **_panoptic_kwargs(official_case))
+  gt_pngs = [p for p in read if p.startswith(root)]
+  assert [os.path.basename(p) for p in gt_pngs] == [
+      f'{image_id}_gtFine_panoptic.png']
+  alone = cityscapes_eval.evaluate(root, **_panoptic_kwargs(official_case))
+  assert both['panoptic'] == alone['panoptic']

@@ -20,6 +20,7 @@ import os
 import shutil
 from typing import Any, Dict, List, Mapping, Optional
 
+import gin
 import numpy as np
 from PIL import Image
 from cityscapesscripts.preparation import createPanopticImgs
@@ -228,3 +229,19 @@ def make_synthetic_cityscapes(
   file_io.atomic_write_bytes(os.path.join(out_dir, layout.DONE_FILE), b'done\n')
   info['frames_rendered'] = rendered
   return info
+
+
+@gin.register
+def ensure_synthetic_cityscapes(out_dir: str, num_sequences: int = 20,
+                                seed: int = 0, height: int = 256,
+                                width: int = 512, extra_images: int = 0,
+                                split_sizes: Optional[Mapping[str, int]] = None
+                                ) -> str:
+  """Returns `out_dir`, generating the dataset there first if it is not complete.
+
+  Gin files use it as the dataset root, so a demo's data appears on first use.
+  """
+  make_synthetic_cityscapes(out_dir, num_sequences, seed, height=height,
+                            width=width, extra_images=extra_images,
+                            split_sizes=dict(split_sizes) if split_sizes else None)
+  return out_dir

@@ -2,7 +2,8 @@
 
 The blocks follow DeepLab2's `model/layers/axial_blocks.py` (AxialBlock without
 attention): striding and atrous rates sit in the first spatial (3x3)
-convolution, the last batch norm of a branch starts at gamma = 0 so every block
+convolution (BasicBlock can move its stride to the second, as DeepLab's TF1
+code does), the last batch norm of a branch starts at gamma = 0 so every block
 begins as an identity, and a 1x1 projection shortcut appears only when the
 channel count changes. DeepLab2 applies the ReLU at the start of the next block;
 applying it to the sum here (ResNet v1 form) computes the same function and lets
@@ -100,10 +101,11 @@ class _ResidualBlock(keras.layers.Layer):
         filters, kernel_size, sync_bn=self._config['sync_bn'],
         kernel_initializer=self._config['kernel_initializer'], **kwargs)
 
-  def _last_conv(self, filters, kernel_size, dilation_rate=1):
+  def _last_conv(self, filters, kernel_size, dilation_rate=1, strides=1):
     """The branch's final conv + BN; gamma = 0 makes the block start as identity."""
-    layer = self._conv(filters, kernel_size, dilation_rate=dilation_rate,
-                       activation=None, name=f'conv{self._num_convs}')
+    layer = self._conv(filters, kernel_size, strides=strides,
+                       dilation_rate=dilation_rate, activation=None,
+                       name=f'conv{self._num_convs}')
     if self._config['zero_init_residual']:
       # Set before build, so the variable is created with zeros (DeepLab2
       # passes bn_gamma_initializer='zeros' to the same convolution).
@@ -148,13 +150,18 @@ class BasicBlock(_ResidualBlock):
 
   Args:
     filters: (int, int). Output channels of the two 3x3 convolutions.
-    strides: int. Stride of the first convolution (and the projection).
+    strides: int. Stride of the block: of its first convolution (second with
+      `stride_in_second_conv`) and of the shortcut.
     dilation_rate: int. Atrous rate of the first convolution.
     second_dilation_rate: int or None. Atrous rate of the second convolution;
       None uses `dilation_rate`. When a stride is replaced by atrous
       convolution, the first conv keeps the input rate and the second takes the
       output rate (DeepLab2 `basic_block_second_conv_atrous_rate`), so features
       stay aligned across output strides.
+    stride_in_second_conv: bool. Put the stride on the second 3x3 conv instead
+      of the first, as DeepLab's TF1 `resnet_v1_beta.lite_bottleneck` does. The
+      first conv then runs at the input resolution, which is what the
+      Naive-Student multiply-add counts assume (docs/model_stats.md).
     drop_path_keep_prob: float. Survival probability of the residual branch.
     zero_init_residual: bool. Start the last BN's gamma at zero.
     sync_bn: bool. Synchronize batch norm across replicas.
@@ -163,17 +170,22 @@ class BasicBlock(_ResidualBlock):
 
   def __init__(self, filters: Sequence[int] = (64, 64), strides: int = 1,
                dilation_rate: int = 1,
-               second_dilation_rate: Optional[int] = None, **kwargs):
+               second_dilation_rate: Optional[int] = None,
+               stride_in_second_conv: bool = False, **kwargs):
     if len(filters) != 2:
       raise ValueError(f'BasicBlock needs 2 filters, got {filters}.')
     super().__init__(filters=filters, strides=strides,
                      dilation_rate=dilation_rate, **kwargs)
     self._config['second_dilation_rate'] = second_dilation_rate
+    self._config['stride_in_second_conv'] = stride_in_second_conv
     if second_dilation_rate is None:
       second_dilation_rate = dilation_rate
-    self.conv1 = self._conv(filters[0], 3, strides=strides,
+    self.conv1 = self._conv(filters[0], 3,
+                            strides=1 if stride_in_second_conv else strides,
                             dilation_rate=dilation_rate, name='conv1')
-    self.conv2 = self._last_conv(filters[1], 3, second_dilation_rate)
+    self.conv2 = self._last_conv(
+        filters[1], 3, second_dilation_rate,
+        strides=strides if stride_in_second_conv else 1)
 
 
 @gin.register

@@ -24,10 +24,14 @@ def _rates(block):
 
 class WideResNetTest(tf.test.TestCase, parameterized.TestCase):
 
-  @parameterized.parameters(('wide_resnet41', 8), (41, 16), (41, 32), (38, 16))
-  def test_endpoint_shapes(self, depth, output_stride):
+  @parameterized.parameters(
+      ('wide_resnet41', 8, 'naive_student'), (41, 16, 'naive_student'),
+      (41, 32, 'naive_student'), (38, 16, 'naive_student'),
+      ('wide_resnet41', 8, 'deeplab2'), (41, 16, 'deeplab2'),
+      (41, 32, 'deeplab2'), (38, 16, 'deeplab2'))
+  def test_endpoint_shapes(self, depth, output_stride, layout):
     # Two blocks in stage 5 keep WR-38's B7 (4096 channels at full width).
-    model = _tiny(depth=depth, output_stride=output_stride,
+    model = _tiny(depth=depth, output_stride=output_stride, layout=layout,
                   num_blocks=(1, 1, 1, 1, 2))
     outputs = model(tf.zeros((2, 32, 64, 3)))
     self.assertCountEqual(outputs, [common.RES2, common.RES3, common.RES4,
@@ -41,15 +45,20 @@ class WideResNetTest(tf.test.TestCase, parameterized.TestCase):
                        (2, 32 // stride, 64 // stride,
                         model.endpoint_channels[name]))
     last = 512 if wide_resnet.parse_depth(depth) == 38 else 256
-    self.assertEqual(model.endpoint_channels,
-                     {common.RES2: 32, common.RES3: 64, common.RES4: 128,
-                      common.RES5: last})
+    if layout == 'deeplab2':
+      # Stage outputs.
+      expected = {common.RES2: 32, common.RES3: 64, common.RES4: 128}
+    else:
+      # Inputs of the strided last blocks; with one block per stage, the
+      # outputs of the stages before (B2 after the max pool, B3, B4).
+      expected = {common.RES2: 16, common.RES3: 32, common.RES4: 64}
+    self.assertEqual(model.endpoint_channels, {**expected, common.RES5: last})
 
   def test_atrous_rates_follow_deeplab2(self):
     # WR-41 at output stride 8: B5 and B6 lose their strides; the first conv of
     # the de-strided block keeps the input rate, later convs take the output
     # rate (DeepLab2 BlockGroup).
-    model = wide_resnet.WideResNet(depth=41, output_stride=8,
+    model = wide_resnet.WideResNet(depth=41, output_stride=8, layout='deeplab2',
                                    width_multiplier=0.125, sync_bn=False)
     stage4, stage5 = model.stages[3], model.stages[4]
     self.assertEqual([b.strides for b in stage4 + stage5], [1] * 6)
@@ -57,14 +66,37 @@ class WideResNetTest(tf.test.TestCase, parameterized.TestCase):
     self.assertEqual([_rates(b) for b in stage5],
                      [[1, 2, 1], [1, 4, 1], [1, 4, 1]])
     self.assertEqual(model.stages[2][0].strides, 2)
+    self.assertIsNone(model.pool)
     model = wide_resnet.WideResNet(depth=41, output_stride=16,
-                                   multi_grid=(1, 2, 4), width_multiplier=0.125,
-                                   sync_bn=False)
+                                   multi_grid=(1, 2, 4), layout='deeplab2',
+                                   width_multiplier=0.125, sync_bn=False)
     self.assertEqual([_rates(b)[1] for b in model.stages[4]], [1, 4, 8])
     self.assertEqual(model.stages[3][0].strides, 2)
 
+  def test_naive_student_layout_strides_last_blocks(self):
+    # B2, then a stride-2 max pool; B3..B5 stride on the second conv of their
+    # last block (DeepLab TF1 lite_bottleneck). At output stride 8 the
+    # de-strided blocks keep their input rate and the rate doubles after them
+    # (slim stack_blocks_dense).
+    model = wide_resnet.WideResNet(depth=41, output_stride=8,
+                                   width_multiplier=0.125, sync_bn=False)
+    self.assertEqual(model.pool.strides, (2, 2))
+    self.assertEqual([[b.strides for b in stage] for stage in model.stages],
+                     [[1, 1, 1], [1, 1, 2], [1] * 6, [1, 1, 1], [1, 1, 1]])
+    last_b3 = model.stages[1][-1]
+    self.assertEqual([c.conv.strides[0] for c in last_b3.branch], [1, 2])
+    self.assertEqual([_rates(b) for b in model.stages[2]], [[1, 1]] * 6)
+    self.assertEqual([_rates(b) for b in model.stages[3]], [[2, 2]] * 3)
+    self.assertEqual([_rates(b) for b in model.stages[4]], [[1, 4, 1]] * 3)
+    model = wide_resnet.WideResNet(depth=41, output_stride=16,
+                                   multi_grid=(1, 2, 4), width_multiplier=0.125,
+                                   sync_bn=False)
+    self.assertEqual([b.strides for b in model.stages[2]], [1] * 5 + [2])
+    self.assertEqual([b.strides for b in model.stages[3]], [1, 1, 1])
+    self.assertEqual([_rates(b)[1] for b in model.stages[4]], [2, 4, 8])
+
   def test_block_layout_of_wide_resnet38(self):
-    layout = wide_resnet.block_layout(38, output_stride=8)
+    layout = wide_resnet.block_layout(38, output_stride=8, layout='deeplab2')
     self.assertEqual([len(stage) for stage in layout], [3, 3, 6, 3, 2])
     self.assertEqual([b['strides'] for b in layout[0] + layout[1]],
                      [1, 1, 1, 2, 1, 1])
@@ -75,6 +107,13 @@ class WideResNetTest(tf.test.TestCase, parameterized.TestCase):
                      ((1024, 2048, 4096), 1, 4))
     self.assertEqual(layout[3][0]['filters'], (512, 1024))
     self.assertEqual([b['input_stride'] for b in layout[1]], [2, 4, 4])
+    layout = wide_resnet.block_layout(38, output_stride=16)
+    self.assertEqual([b['strides'] for b in layout[1]], [1, 1, 2])
+    self.assertEqual([b['pool'] for b in layout[1]], [2, 1, 1])
+    self.assertEqual([b['input_stride'] for b in layout[1]], [4, 4, 4])
+    self.assertEqual([b['rate'] for b in layout[4]], [2, 2])
+    self.assertEqual([b['tap_input'] for b in layout[2]],
+                     [None] * 5 + [common.RES3])
 
   def test_drop_path_only_in_training(self):
     model = _tiny(drop_path_keep_prob=0.5, zero_init_residual=False)
@@ -180,6 +219,8 @@ class WideResNetTest(tf.test.TestCase, parameterized.TestCase):
       wide_resnet.WideResNet(multi_grid=(1, 2))
     with self.assertRaisesRegex(ValueError, 'num_blocks'):
       wide_resnet.WideResNet(num_blocks=(1, 1, 1))
+    with self.assertRaisesRegex(ValueError, 'layout'):
+      wide_resnet.WideResNet(layout='wu')
 
   def test_width_scaling(self):
     self.assertEqual(wide_resnet.scale_channels(2048, 0.125), 256)

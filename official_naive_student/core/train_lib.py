@@ -1,0 +1,61 @@
+"""One training/evaluation run of a task in a model folder (what `train.py` runs).
+
+`run_experiment` is the gin root of `train.py`: experiments bind `experiment_fn`
+to `run_stage` (one supervised model) or to the Naive-Student loop, which calls
+`run_stage` for each of its training stages.
+"""
+
+import os
+from typing import Callable, Dict, Optional
+
+from absl import logging
+import gin
+
+from official_naive_student.core import file_io
+from official_naive_student.core import gin_utils
+from official_naive_student.core import trainer as trainer_lib
+
+MODES = ('train', 'eval', 'train_and_eval')
+EVAL_RESULTS = 'eval_results.json'
+
+
+def format_metrics(metrics: Dict[str, Optional[float]]) -> str:
+  return ' '.join(f'{k}={v:.2f}' if v is not None else f'{k}=n/a'
+                  for k, v in metrics.items())
+
+
+@gin.register
+def run_stage(model_dir: str, mode: str = 'train_and_eval', task=gin.REQUIRED,
+              trainer_fn: Callable = trainer_lib.Trainer,
+              init_checkpoint: Optional[str] = None) -> Dict[str, object]:
+  """Trains and/or evaluates `task` in `model_dir`; resumes after a kill.
+
+  Returns:
+    {'checkpoint': latest checkpoint path, 'metrics': eval metrics or None}.
+  """
+  if mode not in MODES:
+    raise ValueError(f'--mode {mode!r} is not one of {MODES}')
+  os.makedirs(model_dir, exist_ok=True)
+  kwargs = {'init_checkpoint': init_checkpoint} if init_checkpoint else {}
+  trainer = trainer_fn(task=task, model_dir=model_dir, **kwargs)
+  if mode in ('train', 'train_and_eval'):
+    trainer.train()
+  else:
+    trainer.restore()
+  gin_utils.write_operative_config(model_dir)
+  metrics = None
+  if mode in ('eval', 'train_and_eval') and task.eval_data is not None:
+    metrics = task.evaluate(trainer.model)
+    logging.info('eval at step %d: %s', trainer.step, format_metrics(metrics))
+    print(f'eval at step {trainer.step}: {format_metrics(metrics)}', flush=True)
+    file_io.atomic_write_json(os.path.join(model_dir, EVAL_RESULTS),
+                              {'step': trainer.step, **metrics})
+  return {'checkpoint': trainer.manager.latest_checkpoint, 'metrics': metrics,
+          'step': trainer.step}
+
+
+@gin.configurable
+def run_experiment(model_dir: str, mode: str = 'train_and_eval',
+                   experiment_fn: Callable = run_stage):
+  """The root of `train.py`: runs the bound experiment in `model_dir`."""
+  return experiment_fn(model_dir=model_dir, mode=mode)

@@ -1,0 +1,136 @@
+"""The Naive-Student loop: teacher -> pseudo-labels -> student -> fine-tune, repeated.
+
+Each stage writes into its own folder under the experiment folder and marks it
+DONE last, so re-running the same command skips finished stages and resumes an
+unfinished one (training stages resume from their checkpoints, pseudo-labeling
+from the frames already written). The loop closes through files: the pseudo-label
+stage writes Cityscapes panoptic PNGs + json, and the student reads them with the
+same input pipeline as human labels (STYLE.md, "data flow, always one way").
+
+`DIR/summary.json` holds one row per stage, as the paper's Table 1.
+"""
+
+import os
+from typing import Callable, Dict, List, Optional
+
+from absl import logging
+import gin
+
+from official_naive_student.core import file_io
+
+SUMMARY_FILE = 'summary.json'
+STAGE_RESULT = 'stage_result.json'
+STAGES = ('teacher', 'pseudo_label', 'student', 'finetune')
+STUDENT_INITS = ('scratch', 'teacher', 'previous_student')
+# The gin parameter the loop binds, per iteration, to the pseudo-label json, so
+# the student's records (a `student/find_records` binding) read them.
+PSEUDO_LABEL_BINDING = 'student/find_records.panoptic_json'
+
+
+def stage_dir(model_dir: str, iteration: int, stage: str) -> str:
+  return os.path.join(model_dir, f'iter{iteration}_{stage}')
+
+
+def _relative(path: Optional[str], model_dir: str) -> Optional[str]:
+  return None if path is None else os.path.relpath(path, model_dir)
+
+
+def _run_once(directory: str, fn: Callable[[], Dict]) -> Dict:
+  """Runs `fn` unless `directory` is DONE; returns (and stores) its result."""
+  result_path = os.path.join(directory, STAGE_RESULT)
+  if file_io.is_done(directory) and os.path.exists(result_path):
+    logging.info('%s is done; skipping', directory)
+    return file_io.read_json(result_path)
+  os.makedirs(directory, exist_ok=True)
+  result = fn()
+  file_io.atomic_write_json(result_path, result)
+  file_io.mark_done(directory)
+  return result
+
+
+def format_table(rows: List[Dict]) -> str:
+  """The summary as a text table (one line per stage)."""
+  header = f'{"iter":>4} {"stage":<12} {"network":<24} {"PQ":>6} {"AP":>6} {"mIoU":>6}  checkpoint'
+  lines = [header, '-' * len(header)]
+  fmt = lambda v: f'{v:6.2f}' if isinstance(v, (int, float)) else f'{"-":>6}'
+  for r in rows:
+    lines.append(f'{r["iteration"]:>4} {r["stage"]:<12} {r["network"]:<24} '
+                 f'{fmt(r["PQ"])} {fmt(r["AP"])} {fmt(r["mIoU"])}  '
+                 f'{r["checkpoint"] or "-"}')
+  return '\n'.join(lines)
+
+
+@gin.register
+def run_naive_student(model_dir: str,
+                      mode: str = 'train_and_eval',
+                      num_iterations: int = 2,
+                      teacher_stage: Callable = gin.REQUIRED,
+                      pseudo_label_stage: Callable = gin.REQUIRED,
+                      student_stage: Callable = gin.REQUIRED,
+                      finetune_stage: Callable = gin.REQUIRED,
+                      teacher_network: str = 'teacher',
+                      student_network: str = 'student',
+                      student_init: str = 'scratch') -> List[Dict]:
+  """Runs the whole chain in `model_dir`; returns the summary rows.
+
+  Args:
+    model_dir: experiment folder; stages go to `iter<i>_<stage>/`.
+    mode: only 'train_and_eval' makes sense for the chain (kept for train.py).
+    num_iterations: Naive-Student iterations after the iteration-0 teacher.
+    teacher_stage: `fn(model_dir, mode, init_checkpoint=None) -> {'checkpoint',
+      'metrics'}`, e.g. `@teacher/run_stage`: supervised training on human labels.
+    pseudo_label_stage: `fn(teacher_checkpoint, output_dir) -> {'json', 'quality'}`
+      (e.g. `@pseudo_label`): labels every unlabeled frame with the teacher.
+    student_stage: like teacher_stage, training on pseudo-labels only (the gin
+      binding `student/find_records.panoptic_json` is set to the pseudo labels).
+    finetune_stage: like teacher_stage, on human labels, from the student.
+    teacher_network: name of the teacher network for the summary.
+    student_network: name of the student network for the summary.
+    student_init: 'scratch', 'teacher' (its checkpoint) or 'previous_student'.
+  """
+  if student_init not in STUDENT_INITS:
+    raise ValueError(f'student_init {student_init!r} not in {STUDENT_INITS}')
+  os.makedirs(model_dir, exist_ok=True)
+  rows = []
+
+  def add_row(iteration, stage, network, result):
+    metrics = result.get('metrics') or {}
+    checkpoint = result.get('checkpoint')
+    rows.append({
+        'iteration': iteration, 'stage': stage, 'network': network,
+        'PQ': metrics.get('PQ'), 'AP': metrics.get('AP'),
+        'mIoU': metrics.get('mIoU'),
+        'checkpoint': _relative(checkpoint, model_dir) if checkpoint else None,
+        **{k: v for k, v in metrics.items() if k not in ('PQ', 'AP', 'mIoU')},
+    })
+    file_io.atomic_write_json(os.path.join(model_dir, SUMMARY_FILE), rows)
+
+  directory = stage_dir(model_dir, 0, 'teacher')
+  teacher = _run_once(directory, lambda: teacher_stage(model_dir=directory,
+                                                       mode=mode))
+  add_row(0, 'teacher', teacher_network, teacher)
+  previous_student = None
+  for iteration in range(1, num_iterations + 1):
+    labels_dir = stage_dir(model_dir, iteration, 'pseudo_label')
+    labels = _run_once(labels_dir, lambda: pseudo_label_stage(
+        teacher_checkpoint=teacher['checkpoint'], output_dir=labels_dir))
+    add_row(iteration, 'pseudo_label', teacher_network,
+            {'metrics': labels.get('quality'), 'checkpoint': None})
+
+    with gin.unlock_config():
+      gin.bind_parameter(PSEUDO_LABEL_BINDING, labels['json'])
+    init = {'scratch': None, 'teacher': teacher['checkpoint'],
+            'previous_student': previous_student}[student_init]
+    directory = stage_dir(model_dir, iteration, 'student')
+    student = _run_once(directory, lambda: student_stage(
+        model_dir=directory, mode=mode, init_checkpoint=init))
+    add_row(iteration, 'student', student_network, student)
+    previous_student = student['checkpoint']
+
+    directory = stage_dir(model_dir, iteration, 'finetune')
+    finetuned = _run_once(directory, lambda: finetune_stage(
+        model_dir=directory, mode=mode, init_checkpoint=student['checkpoint']))
+    add_row(iteration, 'finetune', student_network, finetuned)
+    teacher = finetuned  # The fine-tuned student teaches the next iteration.
+  print(format_table(rows), flush=True)
+  return rows

@@ -1,0 +1,481 @@
+"""Pseudo-labeling stage of Naive-Student: a Teacher labels unlabeled video frames.
+
+Naive-Student (Chen et al., ECCV 2020, Sec. 3-4) labels every unlabeled frame with
+the Teacher's test-time-augmented prediction (multi-scale inputs + left-right
+flip, averaging semantic probabilities, center heatmaps and offsets), voids the
+ego car of each snippet, and trains the Student on these hard labels. The loop
+closes through files: labels are written in exactly the panoptic format of
+cityscapesscripts' `csCreatePanopticImgs` (one COCO json plus RGB PNGs, id = R +
+256 G + 65536 B, `category_id` = label id, iscrowd 0), so the Student reads them
+with `cityscapes_files.find_records(panoptic_json=...)` and the same
+`InputPipeline` as human labels.
+
+Output folder:
+  cityscapes_panoptic_pseudo/<image_id>_panoptic.png   one PNG per frame
+  segments/<image_id>.json                              its json entry (fragment)
+  shards/shard-<i>-of-<n>.json                          shard i finished
+  settings.json                                         what produced the labels
+  cityscapes_panoptic_pseudo.json                       merged json (last but one)
+  DONE                                                  written last
+
+Every file is written to a temporary name and renamed. A frame is done when its
+fragment exists (it is written after its PNG), so a killed run resumes where it
+stopped. `shard i of n` labels records[i::n] of the records sorted by image id;
+independent processes cover every frame once, and whichever finishes last merges
+the fragments (`merge_pseudo_labels`, also callable on its own).
+
+CLI: python -m official_naive_student.naive_student.pseudo_label_stage
+  --gin_file F --teacher_checkpoint DIR --output_dir DIR [--shard i --num_shards n]
+  [--cityscapes_root R --split train-sequence] [--hidden_gt_root G]
+"""
+
+import argparse
+import functools
+import hashlib
+import json
+import os
+import sys
+from typing import Callable, Dict, Optional, Sequence
+
+from absl import logging
+import gin
+import numpy as np
+from PIL import Image
+import tensorflow as tf
+
+from official_naive_student import common
+from official_naive_student import datasets
+from official_naive_student.core import evaluator
+from official_naive_student.core import file_io
+from official_naive_student.core import gin_utils
+from official_naive_student.core import progress as progress_lib
+from official_naive_student.dataloaders import cityscapes_files
+from official_naive_student.dataloaders import decode
+from official_naive_student.dataloaders import input_pipeline
+from official_naive_student.evaluation import cityscapes_results
+from official_naive_student.evaluation import panoptic_quality
+from official_naive_student.evaluation import semantic_iou
+from official_naive_student.naive_student import ego_car
+from official_naive_student.post_processing import tta
+from official_naive_student.tasks import panoptic_deeplab as task_lib
+
+LABEL_NAME = 'cityscapes_panoptic_pseudo'
+SEGMENTS_DIR = 'segments'
+SHARDS_DIR = 'shards'
+SETTINGS_FILE = 'settings.json'
+_PNG_SUFFIX = '_panoptic.png'
+
+Record = cityscapes_files.Record
+
+
+def panoptic_json_path(output_dir: str) -> str:
+  """The merged json; its PNGs are in the folder of the same name."""
+  return os.path.join(output_dir, LABEL_NAME + '.json')
+
+
+def _png_dir(output_dir: str) -> str:
+  return os.path.join(output_dir, LABEL_NAME)
+
+
+def _fragment_path(output_dir: str, image_id: str) -> str:
+  return os.path.join(output_dir, SEGMENTS_DIR, image_id + '.json')
+
+
+def _shard_marker(output_dir: str, shard: int, num_shards: int) -> str:
+  return os.path.join(output_dir, SHARDS_DIR,
+                      f'shard-{shard:05d}-of-{num_shards:05d}.json')
+
+
+def shard_records(records: Sequence[Record], shard: int = 0,
+                  num_shards: int = 1) -> list:
+  """records[shard::num_shards] of the records sorted by image id.
+
+  Sorting first makes the split independent of the caller's order, so processes
+  that found the records separately still partition them exactly.
+  """
+  if not 0 <= shard < num_shards:
+    raise ValueError(f'shard {shard} is not in [0, num_shards={num_shards})')
+  ordered = sorted(records, key=lambda r: r.image_id)
+  for a, b in zip(ordered, ordered[1:]):
+    if a.image_id == b.image_id:
+      raise ValueError(f'{b.image_path}: image id {b.image_id} appears twice '
+                       f'(also {a.image_path})')
+  return ordered[shard::num_shards]
+
+
+def resolve_checkpoint(path: str) -> str:
+  """A checkpoint prefix, or a folder (or model_dir) -> its latest checkpoint."""
+  if tf.io.gfile.exists(path + '.index'):
+    return path
+  for folder in (path, os.path.join(path, 'checkpoints')):
+    if tf.io.gfile.isdir(folder):
+      latest = tf.train.latest_checkpoint(folder)
+      if latest:
+        return latest
+  raise FileNotFoundError(f'{path}: no checkpoint (neither a prefix nor a '
+                          'folder or model_dir holding one)')
+
+
+def restore_teacher(model, checkpoint_path: str, input_shape=(65, 65, 3)) -> str:
+  """Builds `model` and restores its weights from a trainer checkpoint.
+
+  The optimizer slots in the checkpoint are ignored; every model variable must
+  be in it, so a Teacher of another architecture fails here, not as bad labels.
+  Returns the checkpoint prefix used.
+  """
+  prefix = resolve_checkpoint(checkpoint_path)
+  model(tf.zeros([1, *input_shape]), training=False)
+  status = tf.train.Checkpoint(**{common.CKPT_MODEL: model}).restore(prefix)
+  status.expect_partial().assert_existing_objects_matched()
+  logging.info('Teacher restored from %s', prefix)
+  return prefix
+
+
+def make_tta_fn(scales: Sequence[float] = (1.0,), flip: bool = False):
+  """`fn(model_fn, images)` averaging `scales` x (flip) views (`tta.py`)."""
+  return functools.partial(tta.predict_with_tta, scales=tuple(scales),
+                           flip=flip)
+
+
+def write_frame(output_dir: str, image_id: str, panoptic: np.ndarray,
+                dataset: datasets.DatasetInfo = datasets.CITYSCAPES) -> dict:
+  """Writes one frame's panoptic ids [H, W]: its PNG, then its json fragment.
+
+  The fragment comes last: its presence is what marks the frame done.
+  """
+  annotation = cityscapes_results.write_panoptic_png(
+      _png_dir(output_dir), image_id, panoptic, dataset)
+  file_io.atomic_write_json(_fragment_path(output_dir, image_id), annotation,
+                            indent=None)
+  return annotation
+
+
+def _remove_own_temporaries(output_dir: str, image_ids) -> None:
+  """Deletes temporaries of killed writers of these frames (not other shards')."""
+  for folder, suffix in ((_png_dir(output_dir), _PNG_SUFFIX),
+                         (os.path.join(output_dir, SEGMENTS_DIR), '.json')):
+    if not os.path.isdir(folder):
+      continue
+    for name in os.listdir(folder):
+      stem = name.split('.tmp-')[0]
+      if '.tmp-' in name and stem[:-len(suffix)] in image_ids:
+        os.remove(os.path.join(folder, name))
+
+
+def _records_digest(records: Sequence[Record]) -> str:
+  ids = '\n'.join(sorted(r.image_id for r in records))
+  return hashlib.sha1(ids.encode()).hexdigest()
+
+
+def _check_settings(output_dir: str, settings: Dict[str, object]) -> None:
+  """Writes settings.json once; later runs and other shards must agree with it."""
+  path = os.path.join(output_dir, SETTINGS_FILE)
+  settings = json.loads(json.dumps(settings))  # Tuples -> lists, as read back.
+  if not os.path.exists(path):
+    os.makedirs(output_dir, exist_ok=True)
+    tmp = f'{path}.tmp-{os.getpid()}'
+    file_io.atomic_write_json(tmp, settings)
+    try:
+      os.link(tmp, path)  # Fails if another shard wrote it first.
+    except FileExistsError:
+      pass
+    finally:
+      os.remove(tmp)
+  existing = file_io.read_json(path)
+  if existing != settings:
+    raise ValueError(f'{path}: this folder holds labels made with {existing}, '
+                     f'not {settings}; use another output_dir or delete it')
+
+
+def _predict(infer: Callable, pipeline: input_pipeline.InputPipeline,
+             strategy: tf.distribute.Strategy):
+  """Yields (image_id, panoptic [H', W'] int32) over the pipeline's frames."""
+  dataset = strategy.distribute_datasets_from_function(pipeline.dataset_fn)
+  local = strategy.experimental_local_results
+  for features in dataset:
+    outputs = strategy.run(infer, args=(features[common.IMAGE],))
+    for names, panoptic in zip(local(features[common.IMAGE_NAME]),
+                               local(outputs[common.PRED_PANOPTIC])):
+      for name, one in zip(names.numpy(), panoptic.numpy()):
+        yield name.decode(), one
+
+
+def write_pseudo_labels(
+    build_infer: Callable[[], Callable], records: Sequence[Record],
+    output_dir: str, dataset: datasets.DatasetInfo = datasets.CITYSCAPES,
+    ego_car_void: bool = True, batch_size: int = 1,
+    eval_pad_size: Optional[Sequence[int]] = None, shard: int = 0,
+    num_shards: int = 1, strategy: Optional[tf.distribute.Strategy] = None,
+    max_frames: Optional[int] = None,
+    settings: Optional[Dict[str, object]] = None) -> Dict[str, object]:
+  """Labels this shard's frames that have no label yet, then marks the shard.
+
+  Args:
+    build_infer: `() -> infer`, `infer(images) -> predictions` as made by
+      `evaluator.make_inference_fn`; only called when there is work left.
+    records: all frames to label (every shard passes the same list).
+    output_dir: the pseudo-label folder.
+    dataset: label space of the predictions.
+    ego_car_void: void each frame's snippet's ego-car mask (read from its
+      `reference_label_path`).
+    batch_size: frames per inference call (global, over replicas).
+    eval_pad_size: pad images to this size (as in evaluation); labels are
+      cropped back to each image's own size.
+    shard: this process's shard index.
+    num_shards: number of processes sharing `records`.
+    strategy: distributes inference (default: the current strategy).
+    max_frames: stop after labeling this many frames (time-limited jobs); the
+      next run goes on from there.
+    settings: extra entries of settings.json that must match across runs.
+
+  Returns:
+    {'written', 'skipped', 'complete'}: frames labeled now, frames found done,
+    and whether the whole shard is done (its marker written).
+  """
+  mine = shard_records(records, shard, num_shards)
+  _check_settings(output_dir, dict(
+      settings or {}, num_shards=num_shards, num_records=len(records),
+      records_sha1=_records_digest(records), dataset=dataset.name,
+      ego_car_void=ego_car_void, eval_pad_size=eval_pad_size))
+  _remove_own_temporaries(output_dir, {r.image_id for r in mine})
+  todo = [r for r in mine
+          if not os.path.exists(_fragment_path(output_dir, r.image_id))]
+  skipped = len(mine) - len(todo)
+  if max_frames is not None:
+    todo = todo[:max_frames]
+  written = 0
+  if todo:
+    by_id = {r.image_id: r for r in todo}
+    masks = ego_car.snippet_masks(todo) if ego_car_void else {}
+    missing = [r for r in todo if ego_car_void and r.labeled_image_id
+               not in masks]
+    if missing:
+      logging.warning('%d frames (e.g. %s) have no ego-car reference label',
+                      len(missing), missing[0].image_path)
+    void_id = dataset.ignore_label * dataset.label_divisor
+    pipeline = input_pipeline.InputPipeline(
+        records=todo, dataset_name=dataset.name, mode='unlabeled',
+        global_batch_size=batch_size, eval_pad_size=eval_pad_size)
+    progress = progress_lib.Progress(
+        len(mine), unit='frames', start=skipped,
+        name=f'pseudo_label shard {shard}/{num_shards}')
+    strategy = strategy or tf.distribute.get_strategy()
+    for image_id, panoptic in _predict(build_infer(), pipeline, strategy):
+      record = by_id[image_id]
+      if eval_pad_size is not None:
+        with Image.open(record.image_path) as image:  # Reads the header only.
+          panoptic = panoptic[:image.height, :image.width]
+      if ego_car_void:
+        panoptic = ego_car.apply_ego_car_void(
+            panoptic, ego_car.mask_for(record, masks), void_id)
+      write_frame(output_dir, image_id, panoptic, dataset)
+      written += 1
+      progress.update()
+  complete = skipped + written == len(mine)
+  if complete:
+    file_io.atomic_write_json(_shard_marker(output_dir, shard, num_shards),
+                              {'frames': len(mine)})
+  logging.info('pseudo_label shard %d/%d: %d frames written, %d already done%s',
+               shard, num_shards, written, skipped,
+               ', shard complete' if complete else '')
+  return {'written': written, 'skipped': skipped, 'complete': complete}
+
+
+def _read_settings(output_dir: str) -> Optional[dict]:
+  path = os.path.join(output_dir, SETTINGS_FILE)
+  return file_io.read_json(path) if os.path.exists(path) else None
+
+
+def pending_shards(output_dir: str) -> Optional[list]:
+  """Shards of settings.json without a marker yet (None: no settings.json)."""
+  settings = _read_settings(output_dir)
+  if settings is None:
+    return None
+  n = settings['num_shards']
+  return [i for i in range(n)
+          if not os.path.exists(_shard_marker(output_dir, i, n))]
+
+
+def merge_pseudo_labels(output_dir: str,
+                        dataset: datasets.DatasetInfo = datasets.CITYSCAPES
+                        ) -> str:
+  """Merges the per-frame fragments into the panoptic json, then writes DONE.
+
+  Any process may run it once all shards are done; running it twice writes the
+  same files. Without settings.json (labels written with `write_frame` directly)
+  every fragment present is merged.
+
+  Returns:
+    The json path.
+
+  Raises:
+    RuntimeError: a shard is not done, or the fragments do not add up.
+  """
+  settings = _read_settings(output_dir)
+  pending = pending_shards(output_dir)
+  if pending:
+    raise RuntimeError(f'{output_dir}: shards {pending} of '
+                       f'{settings["num_shards"]} are not done')
+  folder = os.path.join(output_dir, SEGMENTS_DIR)
+  names = sorted(n for n in os.listdir(folder)
+                 if n.endswith('.json') and '.tmp-' not in n)
+  if settings is not None and len(names) != settings['num_records']:
+    raise RuntimeError(f'{folder}: {len(names)} frames labeled, settings.json '
+                       f'expects {settings["num_records"]}')
+  annotations = []
+  for name in names:
+    annotation = file_io.read_json(os.path.join(folder, name))
+    png = os.path.join(_png_dir(output_dir), annotation['file_name'])
+    if not os.path.exists(png):
+      raise RuntimeError(f'{os.path.join(folder, name)}: its PNG {png} is '
+                         'missing')
+    annotations.append(annotation)
+  json_path = panoptic_json_path(output_dir)
+  cityscapes_results.write_panoptic_json(json_path, annotations, dataset)
+  file_io.mark_done(output_dir, {'frames': len(annotations),
+                                 'panoptic_json': json_path})
+  logging.info('Merged %d pseudo-labels into %s', len(annotations), json_path)
+  return json_path
+
+
+@gin.register
+def pseudo_label(teacher_checkpoint: str, output_dir: str,
+                 records: Sequence[Record] = gin.REQUIRED,
+                 task=None, scales: Sequence[float] = (1.0,),
+                 flip: bool = False, ego_car_void: bool = True,
+                 batch_size: int = 1,
+                 eval_pad_size: Optional[Sequence[int]] = None,
+                 shard: int = 0, num_shards: int = 1,
+                 strategy: Optional[tf.distribute.Strategy] = None,
+                 max_frames: Optional[int] = None) -> Optional[str]:
+  """Labels `records` with the Teacher's TTA prediction; resumable and sharded.
+
+  Args:
+    teacher_checkpoint: a checkpoint prefix, its folder or the Teacher's
+      model_dir (as written by `core/trainer.py`).
+    output_dir: the pseudo-label folder (see the module docstring).
+    records: the unlabeled frames, e.g. `@cityscapes_files.find_records()` of
+      'train-sequence'; every shard must get the same list.
+    task: builds the Teacher model and post-processor (`PanopticDeepLabTask`,
+      default: one configured by gin).
+    scales: TTA input scales (the paper: 0.5 to 2.0 in steps of 0.25).
+    flip: also average the left-right flipped views.
+    ego_car_void, batch_size, eval_pad_size, shard, num_shards, strategy,
+    max_frames: see `write_pseudo_labels`.
+
+  Returns:
+    `output_dir` once every shard is done and the json is merged (at once if
+    its DONE marker exists), else None (other shards, or frames, remain).
+  """
+  if file_io.is_done(output_dir):
+    logging.info('%s is DONE; nothing to label', output_dir)
+    return output_dir
+  task = task or gin.get_configurable(task_lib.PanopticDeepLabTask)()
+  prefix = resolve_checkpoint(teacher_checkpoint)
+  strategy = strategy or tf.distribute.get_strategy()
+
+  def build_infer():
+    with strategy.scope():
+      model = task.build_model()
+      restore_teacher(model, prefix)
+      return evaluator.make_inference_fn(
+          model, task.build_post_processor(), make_tta_fn(scales, flip))
+
+  result = write_pseudo_labels(
+      build_infer, records, output_dir, task.info, ego_car_void=ego_car_void,
+      batch_size=batch_size, eval_pad_size=eval_pad_size, shard=shard,
+      num_shards=num_shards, strategy=strategy, max_frames=max_frames,
+      settings={'teacher_checkpoint': os.path.abspath(prefix),
+                'scales': [float(s) for s in scales], 'flip': bool(flip)})
+  if result['complete'] and not pending_shards(output_dir):
+    merge_pseudo_labels(output_dir, task.info)
+    return output_dir
+  return None
+
+
+def _hidden_instance_ids(hidden_gt_root: str, split: Optional[str],
+                         image_id: str) -> np.ndarray:
+  city, _, _ = cityscapes_files.parse_image_id(image_id)
+  name = f'{image_id}_gtFine_instanceIds.png'
+  splits = [split] if split else sorted(
+      os.listdir(os.path.join(hidden_gt_root, 'gtFine')))
+  for s in splits:
+    path = os.path.join(hidden_gt_root, 'gtFine', s, city, name)
+    if os.path.isfile(path):
+      with Image.open(path) as image:
+        return np.asarray(image).astype(np.int64)
+  raise FileNotFoundError(f'{hidden_gt_root}: no gtFine/{split or "*"}/{city}/'
+                          f'{name} for pseudo-label {image_id}')
+
+
+def measure_pseudo_label_quality(
+    output_dir: str, hidden_gt_root: str, split: Optional[str] = None,
+    dataset: datasets.DatasetInfo = datasets.CITYSCAPES) -> Dict[str, object]:
+  """PQ and mIoU of merged pseudo-labels against ground truth of every frame.
+
+  The synthetic generator's `hidden_gt/` labels every frame, so the quality of
+  what the Student learns from is measurable. Ego-car pixels have no train id,
+  hence are void in the ground truth and never counted. AP is left out: hard
+  pseudo-labels carry no confidences to rank.
+
+  Args:
+    output_dir: a merged pseudo-label folder (or the path of its json).
+    hidden_gt_root: root holding gtFine/<split>/<city>/*_instanceIds.png.
+    split: gtFine split folder ('train', 'val'); None searches all.
+    dataset: label space.
+
+  Returns:
+    {'PQ', 'SQ', 'RQ', 'PQ_things', 'PQ_stuff', 'mIoU', 'num_frames'}, percent.
+  """
+  json_path = (output_dir if output_dir.endswith('.json')
+               else panoptic_json_path(output_dir))
+  pq = panoptic_quality.PanopticQuality(dataset)
+  miou = semantic_iou.SemanticIoU(dataset)
+  annotations = cityscapes_files.read_panoptic_json(json_path)
+  for image_id, (png, segments) in sorted(annotations.items()):
+    pred = decode.decode_panoptic_png(png, segments, dataset)
+    gt = panoptic_quality.panoptic_from_instance_ids(
+        _hidden_instance_ids(hidden_gt_root, split, image_id), dataset)
+    pq.update(gt, pred, png)
+    miou.update(gt // dataset.label_divisor, pred // dataset.label_divisor, png)
+  result = pq.result()
+  out = {k: result[k] for k in ('PQ', 'SQ', 'RQ', 'PQ_things', 'PQ_stuff')}
+  out['mIoU'] = miou.result()['mIoU']
+  out['num_frames'] = len(annotations)
+  return out
+
+
+def main(argv=None) -> int:
+  parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
+  for flag in ('--gin_file', '--gin_bindings'):
+    parser.add_argument(flag, action='append', default=[])
+  for flag in ('--teacher_checkpoint', '--output_dir', '--hidden_gt_root',
+               '--cityscapes_root'):  # Without a root, gin binds the records.
+    parser.add_argument(flag, default=None)
+  parser.add_argument('--split', default='train-sequence')
+  parser.add_argument('--shard', type=int, default=0)
+  parser.add_argument('--num_shards', type=int, default=1)
+  parser.add_argument('--merge_only', action='store_true')
+  args = parser.parse_args(argv)
+  gin_utils.parse_gin(args.gin_file, args.gin_bindings)
+  if args.merge_only:
+    merge_pseudo_labels(args.output_dir)
+  else:
+    kwargs = {}
+    if args.cityscapes_root:
+      kwargs['records'] = cityscapes_files.find_records(args.cityscapes_root,
+                                                        args.split)
+    if gin.get_configurable(pseudo_label)(
+        args.teacher_checkpoint, args.output_dir, shard=args.shard,
+        num_shards=args.num_shards, **kwargs) is None:
+      print(f'{args.output_dir}: shard {args.shard} done, others pending')
+      return 0
+  print(f'{args.output_dir}: done')
+  if args.hidden_gt_root:
+    quality = measure_pseudo_label_quality(args.output_dir, args.hidden_gt_root)
+    print(json.dumps(quality, sort_keys=True))
+  return 0
+
+
+if __name__ == '__main__':
+  sys.exit(main())

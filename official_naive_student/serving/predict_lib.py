@@ -1,0 +1,119 @@
+"""Panoptic predictions for local image files, from a checkpoint or a SavedModel.
+
+`predict.py` runs this: the checkpoint path uses the evaluation graph
+(`evaluator.make_inference_fn`), the SavedModel path the exported
+`serve_images` signature, which computes the same labels; either way each
+image gets the PNGs of `prediction_pngs` and a progress line is printed.
+"""
+
+import glob
+import os
+from typing import Callable, Dict, List, Optional, Sequence
+
+import numpy as np
+from PIL import Image
+import tensorflow as tf
+
+from official_naive_student import datasets
+from official_naive_student.core import evaluator
+from official_naive_student.core import progress as progress_lib
+from official_naive_student.serving import export_lib
+from official_naive_student.serving import export_module
+from official_naive_student.serving import prediction_pngs
+
+IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
+
+Predictor = Callable[[np.ndarray], Dict[str, np.ndarray]]
+
+
+def list_images(pattern: str) -> List[str]:
+  """An image file, a folder (its PNG/JPEG files) or a glob -> sorted paths.
+
+  Raises:
+    FileNotFoundError: nothing matches.
+  """
+  if os.path.isdir(pattern):
+    paths = [os.path.join(pattern, name) for name in os.listdir(pattern)]
+  elif os.path.isfile(pattern):
+    return [pattern]
+  else:
+    paths = glob.glob(pattern, recursive=True)
+  paths = sorted(p for p in paths if os.path.isfile(p)
+                 and p.lower().endswith(IMAGE_EXTENSIONS))
+  if not paths:
+    raise FileNotFoundError(f'{pattern}: no {"/".join(IMAGE_EXTENSIONS)} '
+                            'images found')
+  return paths
+
+
+def read_image(path: str) -> np.ndarray:
+  """[H, W, 3] uint8 RGB (grey and RGBA are converted)."""
+  with Image.open(path) as image:
+    return np.asarray(image.convert('RGB'))
+
+
+def latest_saved_model(path: str) -> str:
+  """`path` if it is a SavedModel, else its highest numeric version folder."""
+  if tf.saved_model.contains_saved_model(path):
+    return path
+  versions = [int(n) for n in tf.io.gfile.listdir(path)
+              if n.strip('/').isdigit()] if tf.io.gfile.isdir(path) else []
+  if not versions:
+    raise FileNotFoundError(f'{path}: neither a SavedModel nor a folder of '
+                            'numbered SavedModel versions')
+  return os.path.join(path, str(max(versions)))
+
+
+def saved_model_predictor(path: str):
+  """(predictor, DatasetInfo) for an export made by `export_lib`."""
+  path = latest_saved_model(path)
+  signature = tf.saved_model.load(path).signatures[export_module.SERVE_IMAGES]
+
+  def predict(image: np.ndarray) -> Dict[str, np.ndarray]:
+    outputs = signature(**{export_module.IMAGES: tf.constant(image[None])})
+    return {name: value.numpy()[0] for name, value in outputs.items()}
+
+  info = export_lib.dataset_info_from_config(
+      export_lib.read_export_config(path))
+  return predict, info
+
+
+def checkpoint_predictor(task, checkpoint: str,
+                         tta_scales: Sequence[float] = (1.0,),
+                         tta_flip: bool = False):
+  """(predictor, DatasetInfo) running the evaluation graph on a checkpoint."""
+  model, _ = export_lib.restore_model(task, checkpoint)
+  infer = evaluator.make_inference_fn(
+      model, task.build_post_processor(),
+      export_module.make_tta_fn(tta_scales, tta_flip))
+
+  def predict(image: np.ndarray) -> Dict[str, np.ndarray]:
+    outputs = infer(tf.constant(image[None], tf.float32))
+    return {name: value.numpy()[0] for name, value in outputs.items()}
+
+  return predict, task.info
+
+
+def predict_files(predictor: Predictor, paths: Sequence[str], output_dir: str,
+                  info: datasets.DatasetInfo,
+                  progress: Optional[progress_lib.Progress] = None
+                  ) -> List[Dict[str, str]]:
+  """Predicts every image and writes its PNGs; returns their paths per image.
+
+  Output names use the input's stem; inputs with the same stem in different
+  folders would collide, so that is an error.
+  """
+  stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
+  duplicates = sorted({s for s in stems if stems.count(s) > 1})
+  if duplicates:
+    raise ValueError(f'several inputs are named {duplicates}; outputs would '
+                     'overwrite each other')
+  progress = progress or progress_lib.Progress(len(paths), unit='images',
+                                               name='predict', every_seconds=0)
+  written = []
+  for path, stem in zip(paths, stems):
+    image = read_image(path)
+    written.append(prediction_pngs.write_prediction(
+        output_dir, stem, image, predictor(image), info))
+    progress.update(1, extra=os.path.basename(path))
+  return written

@@ -1,0 +1,120 @@
+"""PanopticDeepLabTask: what the trainer needs to train and evaluate Panoptic-DeepLab.
+
+A single-replica view of one experiment, as the Model Garden's `Task`: it builds the
+model, the losses and the per-replica datasets, and evaluates a model. The trainer
+(`core/trainer.py`) owns strategies, optimizers and checkpoints; the task owns
+everything that is about panoptic segmentation. All parts are injected by gin.
+"""
+
+from typing import Callable, Dict, Optional
+
+import gin
+import numpy as np
+import tensorflow as tf
+
+from official_naive_student import common
+from official_naive_student import datasets
+from official_naive_student.core import evaluator
+from official_naive_student.dataloaders import cityscapes_files
+from official_naive_student.dataloaders import input_pipeline
+from official_naive_student.losses import panoptic_losses
+from official_naive_student.modeling import presets
+from official_naive_student.post_processing import panoptic as post_lib
+
+# Functions from other modules that gin files bind (they stay undecorated there).
+gin.external_configurable(cityscapes_files.find_records, module='cityscapes_files')
+
+
+def colorize(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
+  """[..., H, W] class ids -> [..., H, W, 3] uint8 colours (ids >= 256 clipped)."""
+  return palette[np.clip(labels, 0, 255)]
+
+
+@gin.register
+class PanopticDeepLabTask:
+  """Builds model, losses, inputs and metrics of a Panoptic-DeepLab experiment.
+
+  Args:
+    train_data: the training `InputPipeline` (mode 'train'), or None for a task
+      that only evaluates or labels.
+    eval_data: the evaluation `InputPipeline` (mode 'eval'), optional.
+    dataset_name: label space (`datasets.get_dataset_info`).
+    model_fn: `fn(num_classes=...) -> keras.Model` returning raw outputs.
+    loss_fn: `fn(ignore_label=...) -> loss layer` (PanopticLoss).
+    post_processor_fn: `fn(thing_ids=..., label_divisor=..., ignore_label=...)`
+      -> `PanopticDeepLabPostProcessor`.
+  """
+
+  def __init__(self,
+               train_data: Optional[input_pipeline.InputPipeline] = None,
+               eval_data: Optional[input_pipeline.InputPipeline] = None,
+               dataset_name: str = 'cityscapes',
+               model_fn: Callable = presets.build_panoptic_deeplab,
+               loss_fn: Callable = panoptic_losses.PanopticLoss,
+               post_processor_fn: Callable = post_lib.PanopticDeepLabPostProcessor):
+    self.train_data = train_data
+    self.eval_data = eval_data
+    self.info = datasets.get_dataset_info(dataset_name)
+    self._model_fn = model_fn
+    self._loss_fn = loss_fn
+    self._post_processor_fn = post_processor_fn
+    self._summary_batch = None
+
+  @property
+  def input_shape(self):
+    if self.train_data is None:
+      return (65, 65, 3)
+    return tuple(self.train_data.crop_size) + (3,)
+
+  @property
+  def global_batch_size(self) -> int:
+    return self.train_data.global_batch_size if self.train_data else 1
+
+  def build_model(self):
+    return self._model_fn(num_classes=self.info.num_classes)
+
+  def build_losses(self):
+    return self._loss_fn(ignore_label=self.info.ignore_label)
+
+  def build_post_processor(self):
+    return self._post_processor_fn(
+        thing_ids=self.info.thing_train_ids,
+        label_divisor=self.info.label_divisor,
+        ignore_label=self.info.ignore_label)
+
+  def train_dataset_fn(self, input_context=None, start_step: int = 0):
+    if self.train_data is None:
+      raise ValueError('PanopticDeepLabTask.train_data is not set')
+    return self.train_data.dataset_fn(input_context, start_step=start_step)
+
+  def evaluate(self, model, tta_fn: Optional[Callable] = None) -> Dict[str, float]:
+    """PQ, SQ, RQ, PQ_things, PQ_stuff, mIoU, AP, AP50 (percent) on eval_data."""
+    if self.eval_data is None:
+      raise ValueError('PanopticDeepLabTask.eval_data is not set')
+    infer = evaluator.make_inference_fn(model, self.build_post_processor(), tta_fn)
+    return evaluator.evaluate(infer, self.eval_data.dataset_fn(), self.info,
+                              num_examples=self.eval_data.num_examples)
+
+  def write_image_summaries(self, model, step: int) -> None:
+    """Image, semantic prediction, center heatmap and panoptic map of one frame."""
+    if self.eval_data is None:
+      return
+    if self._summary_batch is None:
+      features, _ = next(iter(self.eval_data.dataset_fn().take(1)))
+      self._summary_batch = features[common.IMAGE][:1]
+    infer = evaluator.make_inference_fn(model, self.build_post_processor())
+    images = self._summary_batch
+    predictions = infer(images)
+    outputs = model(images, training=False)
+    palette = self.info.colormap_array()
+    semantic = colorize(predictions[common.PRED_SEMANTIC].numpy(), palette)
+    panoptic = predictions[common.PRED_PANOPTIC].numpy()
+    rng = np.random.RandomState(0).randint(0, 255, (1 << 16, 3)).astype(np.uint8)
+    instance_colors = rng[panoptic % (1 << 16)]
+    instance_colors[panoptic % self.info.label_divisor == 0] = semantic[
+        panoptic % self.info.label_divisor == 0]
+    heatmap = tf.clip_by_value(outputs[common.PRED_CENTER_HEATMAP], 0.0, 1.0)
+    tf.summary.image('sample/image', tf.cast(images, tf.uint8), step=step)
+    tf.summary.image('sample/semantic', semantic, step=step)
+    tf.summary.image('sample/panoptic', instance_colors, step=step)
+    tf.summary.image('sample/center_heatmap', heatmap, step=step)

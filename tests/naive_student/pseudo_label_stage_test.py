@@ -1,0 +1,235 @@
+"""Tests of the pseudo-labeling stage on a tiny synthetic video with a random Teacher.
+
+What must hold for the Student to learn from the labels: they read back through the
+same loaders as human labels, the ego car is void in every frame, a killed or
+sharded run labels every frame exactly once, TTA with one scale is plain
+inference, and the quality measure is exact (100 on the ground truth itself).
+"""
+
+import functools
+import json
+import os
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from official_naive_student import common
+from official_naive_student import datasets
+from official_naive_student.core import evaluator
+from official_naive_student.core import file_io
+from official_naive_student.core import trainer as trainer_lib
+from official_naive_student.dataloaders import cityscapes_files as cf
+from official_naive_student.dataloaders import decode
+from official_naive_student.dataloaders import input_pipeline
+from official_naive_student.dataloaders.synthetic import writer
+from official_naive_student.modeling import presets
+from official_naive_student.naive_student import ego_car
+from official_naive_student.naive_student import pseudo_label_stage as pls
+from official_naive_student.tasks import panoptic_deeplab as task_lib
+
+INFO = datasets.CITYSCAPES
+VOID = INFO.ignore_label * INFO.label_divisor
+H, W = 64, 128
+NUM_FRAMES = 20  # 2 snippets x 10 frames.
+
+
+def _task():
+  return task_lib.PanopticDeepLabTask(model_fn=functools.partial(
+      presets.build_panoptic_deeplab, preset='tiny'))
+
+
+@pytest.fixture(scope='module')
+def setup(tmp_path_factory):
+  """Dataset, a randomly initialized Teacher checkpoint and one full run."""
+  base = tmp_path_factory.mktemp('pseudo')
+  root = str(base / 'data')
+  writer.make_synthetic_cityscapes(
+      root, 2, seed=0, height=H, width=W, frames_per_sequence=10,
+      labeled_frame=7, split_sizes={'train': 2, 'val': 0}, num_workers=1)
+  teacher_dir = str(base / 'teacher')
+  trainer = trainer_lib.Trainer(_task(), teacher_dir, num_steps=1)
+  trainer.manager.save(checkpoint_number=0)
+  records = cf.find_records(root, 'train-sequence')
+  full = str(base / 'full')
+  assert pls.pseudo_label(teacher_dir, full, records, task=_task(),
+                          batch_size=4) == full
+  # Plain inference (no TTA) of the same Teacher, for comparisons.
+  task = _task()
+  model = task.build_model()
+  pls.restore_teacher(model, teacher_dir)
+  plain = evaluator.make_inference_fn(model, task.build_post_processor())
+  tta_infer = evaluator.make_inference_fn(model, task.build_post_processor(),
+                                          pls.make_tta_fn((1.0,), False))
+  return dict(base=base, root=root, teacher_dir=teacher_dir, records=records,
+              full=full, plain=plain, tta_infer=tta_infer)
+
+
+def _labels(output_dir):
+  """image id -> decoded panoptic map of a merged pseudo-label folder."""
+  annotations = cf.read_panoptic_json(pls.panoptic_json_path(output_dir))
+  return {k: decode.decode_panoptic_png(png, segments, INFO)
+          for k, (png, segments) in annotations.items()}
+
+
+def _same_partition(a, b):
+  """Equal semantics and the same segments, whatever the instance numbers."""
+  if not np.array_equal(a // 1000, b // 1000):
+    return False
+  pairs = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1)
+  return pairs.shape[1] == np.unique(a).size == np.unique(b).size
+
+
+def test_labels_read_back_and_train(setup):
+  full = setup['full']
+  assert file_io.is_done(full)
+  with open(pls.panoptic_json_path(full)) as f:
+    data = json.load(f)
+  assert len(data['annotations']) == NUM_FRAMES
+  label_ids = set(INFO.train_id_to_label_id)
+  for ann in data['annotations']:
+    for segment in ann['segments_info']:
+      assert segment['category_id'] in label_ids and segment['iscrowd'] == 0
+  records = cf.find_records(setup['root'], 'train-sequence',
+                            panoptic_json=pls.panoptic_json_path(full))
+  assert all(r.label_format == cf.LABEL_PANOPTIC for r in records)
+  pipeline = input_pipeline.InputPipeline(
+      records=records, mode='train', global_batch_size=2, crop_size=(H, W))
+  features, labels = next(iter(pipeline.dataset_fn()))
+  assert features[common.IMAGE].shape == (2, H, W, 3)
+  assert labels[common.GT_PANOPTIC].shape == (2, H, W)
+  assert labels[common.GT_OFFSET].shape == (2, H, W, 2)
+
+
+def test_tta_identity_is_plain_inference_and_ego_car_is_void(setup):
+  labels = _labels(setup['full'])
+  masks = ego_car.snippet_masks(setup['records'])
+  assert len(masks) == 2 and all(m.any() for m in masks.values())
+  ego_needed = 0
+  for record in setup['records']:
+    image = decode.decode_image(record.image_path)[np.newaxis]
+    plain = setup['plain'](image)[common.PRED_PANOPTIC].numpy()[0]
+    via_tta = setup['tta_infer'](image)[common.PRED_PANOPTIC].numpy()[0]
+    np.testing.assert_array_equal(via_tta, plain)
+    mask = ego_car.mask_for(record, masks)
+    ego_needed += int((plain[mask] != VOID).any())
+    label = labels[record.image_id]
+    assert (label[mask] == VOID).all(), record.image_id
+    expected = ego_car.apply_ego_car_void(plain, mask, VOID)
+    assert _same_partition(label, expected), record.image_id
+  assert ego_needed > 0  # The Teacher did label the ego car somewhere.
+
+
+def _build(setup, calls, fail_after=None):
+  """build_infer for write_pseudo_labels; the infer raises after n batches."""
+  def build():
+    calls.append('build')
+    def infer(images):
+      calls.append('batch')
+      if fail_after is not None and calls.count('batch') > fail_after:
+        raise RuntimeError('killed')
+      return setup['tta_infer'](images)
+    return infer
+  return build
+
+
+def _mtimes(output_dir):
+  folder = os.path.join(output_dir, pls.LABEL_NAME)
+  return {n: os.stat(os.path.join(folder, n)).st_mtime_ns
+          for n in os.listdir(folder)}
+
+
+def test_killed_and_sharded_runs_label_every_frame_once(setup):
+  out = str(setup['base'] / 'sharded')
+  records = setup['records']
+  shards = [pls.shard_records(records, i, 2) for i in range(2)]
+  ids = [r.image_id for s in shards for r in s]
+  assert sorted(ids) == sorted(r.image_id for r in records)
+  assert len(set(ids)) == NUM_FRAMES
+  kwargs = dict(batch_size=2, num_shards=2)
+  calls = []
+  with pytest.raises(RuntimeError, match='killed'):  # Dies in its 3rd batch.
+    pls.write_pseudo_labels(_build(setup, calls, 2), records[::-1], out,
+                            shard=0, **kwargs)
+  before = _mtimes(out)
+  assert len(before) == 4 and not any('.tmp-' in n for n in before)
+  own = shards[0][-1].image_id + '_panoptic.png.tmp-1'
+  other = shards[1][0].image_id + '_panoptic.png.tmp-1'
+  for name in (own, other):  # Leftovers of a writer killed mid-file.
+    file_io.atomic_write_text(os.path.join(out, pls.LABEL_NAME, name), 'x')
+  calls = []
+  result = pls.write_pseudo_labels(_build(setup, calls), records, out,
+                                   shard=0, **kwargs)
+  assert result == {'written': 6, 'skipped': 4, 'complete': True}
+  assert calls.count('batch') == 3
+  after = _mtimes(out)
+  assert {n: after[n] for n in before} == before  # Not redone.
+  assert own not in after and other in after
+  with pytest.raises(RuntimeError, match=r'shards \[1\] of 2'):
+    pls.merge_pseudo_labels(out)
+  calls = []
+  result = pls.write_pseudo_labels(_build(setup, calls), records, out,
+                                   shard=1, max_frames=3, **kwargs)
+  assert result == {'written': 3, 'skipped': 0, 'complete': False}
+  result = pls.write_pseudo_labels(_build(setup, calls), records, out,
+                                   shard=1, **kwargs)
+  assert result == {'written': 7, 'skipped': 3, 'complete': True}
+  assert other not in _mtimes(out)
+  calls = []
+  result = pls.write_pseudo_labels(_build(setup, calls), records, out,
+                                   shard=0, **kwargs)
+  assert result['written'] == 0 and not calls  # Nothing left: no model built.
+  with pytest.raises(ValueError, match='settings'):
+    pls.write_pseudo_labels(_build(setup, calls), records, out, shard=0,
+                            batch_size=2, num_shards=3)
+  pls.merge_pseudo_labels(out)
+  with open(pls.panoptic_json_path(out)) as f:
+    merged = json.load(f)
+  with open(pls.panoptic_json_path(setup['full'])) as f:
+    single = json.load(f)
+  assert merged == single
+  full, sharded = _labels(setup['full']), _labels(out)
+  for image_id, label in full.items():
+    np.testing.assert_array_equal(sharded[image_id], label)
+
+
+def test_quality_is_100_on_the_ground_truth(setup):
+  hidden = os.path.join(setup['root'], 'hidden_gt')
+  out = str(setup['base'] / 'from_gt')
+  for record in setup['records']:
+    city = record.sequence_id.split('_')[0]
+    base = os.path.join(hidden, 'gtFine', 'train', city, record.image_id)
+    gt = decode.decode_gtfine(base + '_gtFine_labelIds.png',
+                              base + '_gtFine_instanceIds.png', INFO)
+    pls.write_frame(out, record.image_id, gt, INFO)
+  pls.merge_pseudo_labels(out)
+  quality = pls.measure_pseudo_label_quality(out, hidden, 'train')
+  assert quality['num_frames'] == NUM_FRAMES
+  assert quality['PQ'] == pytest.approx(100.0)
+  assert quality['PQ_things'] == pytest.approx(100.0)
+  assert quality['mIoU'] == pytest.approx(100.0)
+  teacher = pls.measure_pseudo_label_quality(setup['full'], hidden)
+  assert teacher['PQ'] < 50.0 and teacher['mIoU'] < 50.0  # Random Teacher.
+
+
+def test_cli_with_gin_and_tta(setup, capsys):
+  out = str(setup['base'] / 'cli')
+  bindings = [
+      "PanopticDeepLabTask.model_fn = @build_panoptic_deeplab",
+      "build_panoptic_deeplab.preset = 'tiny'",
+      "pseudo_label.task = @PanopticDeepLabTask()",
+      "pseudo_label.scales = (0.5, 1.0)",
+      "pseudo_label.flip = True",
+      "pseudo_label.batch_size = 10",
+  ]
+  argv = sum((['--gin_bindings', b] for b in bindings), [])
+  argv += ['--teacher_checkpoint', setup['teacher_dir'], '--output_dir', out,
+           '--cityscapes_root', setup['root'], '--split', 'train-sequence',
+           '--hidden_gt_root', os.path.join(setup['root'], 'hidden_gt')]
+  assert pls.main(argv) == 0
+  printed = capsys.readouterr().out
+  assert f'{out}: done' in printed and '"PQ"' in printed
+  settings = file_io.read_json(os.path.join(out, pls.SETTINGS_FILE))
+  assert settings['scales'] == [0.5, 1.0] and settings['flip']
+  assert len(_labels(out)) == NUM_FRAMES
+  assert tf.io.gfile.exists(os.path.join(out, file_io.DONE_MARKER))

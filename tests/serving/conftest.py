@@ -1,0 +1,99 @@
+"""One tiny exported model for all serving tests (exporting takes seconds).
+
+A random-init tiny Panoptic-DeepLab is saved as a trainer-style checkpoint
+(`model_dir/checkpoints`, model and optimizer), then exported by the real
+entry point, `export_saved_model.py`, in a subprocess.
+"""
+
+import functools
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from official_naive_student.core import trainer as trainer_lib
+from official_naive_student.modeling import presets
+from official_naive_student.serving import export_lib
+from official_naive_student.tasks import panoptic_deeplab
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
+    __file__))))
+VERSION = 7
+TINY_BINDINGS = ("PanopticDeepLabTask.model_fn = @build_panoptic_deeplab",
+                 "build_panoptic_deeplab.preset = 'tiny'")
+
+
+def _make_task():
+  return panoptic_deeplab.PanopticDeepLabTask(
+      model_fn=functools.partial(presets.build_panoptic_deeplab, 'tiny'))
+
+
+def _run_python(args, **kwargs):
+  """Runs the venv's python; returns the CompletedProcess (text output)."""
+  env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL='2', CUDA_VISIBLE_DEVICES='')
+  env.update(kwargs.pop('env', {}))
+  return subprocess.run([sys.executable, *args], capture_output=True,
+                        text=True, env=env, timeout=300, **kwargs)
+
+
+def _make_images(count=2, height=33, width=49, seed=0):
+  """Random but smooth uint8 images (so JPEG/PNG and the model see structure)."""
+  rng = np.random.RandomState(seed)
+  coarse = rng.randint(0, 256, (count, 5, 7, 3)).astype(np.float32)
+  images = tf.image.resize(coarse, [height, width], method='bilinear')
+  return np.clip(np.round(images.numpy()), 0, 255).astype(np.uint8)
+
+
+@pytest.fixture(scope='session')
+def exported(tmp_path_factory):
+  """{'model_dir', 'export_dir', 'saved_model'} of the tiny export."""
+  root = tmp_path_factory.mktemp('serving')
+  model_dir = str(root / 'model_dir')
+  task = _make_task()
+  model = task.build_model()
+  model(tf.zeros([1, *task.input_shape]), training=False)
+  optimizer = keras.optimizers.Adam()
+  optimizer.build(model.trainable_variables)
+  checkpoint = tf.train.Checkpoint(model=model, optimizer=optimizer)
+  tf.train.CheckpointManager(
+      checkpoint, os.path.join(model_dir, trainer_lib.CHECKPOINT_SUBDIR),
+      max_to_keep=1).save(checkpoint_number=3)
+  export_dir = str(root / 'exported')
+  args = [os.path.join(ROOT, 'export_saved_model.py'),
+          f'--checkpoint={model_dir}', f'--export_dir={export_dir}',
+          f'--version={VERSION}']
+  args += [f'--gin_bindings={b}' for b in TINY_BINDINGS]
+  result = _run_python(args, cwd=str(root))
+  assert result.returncode == 0, result.stderr[-3000:]
+  return {'model_dir': model_dir, 'export_dir': export_dir,
+          'saved_model': os.path.join(export_dir, str(VERSION))}
+
+
+@pytest.fixture(scope='session')
+def restored(exported):
+  """(task, model) with the exported weights, for the in-process eval path."""
+  task = _make_task()
+  model, _ = export_lib.restore_model(task, exported['model_dir'])
+  return task, model
+
+
+@pytest.fixture(scope='session')
+def run_python():
+  """`fn(args, **subprocess_kwargs)`: the venv's python, text output."""
+  return _run_python
+
+
+@pytest.fixture(scope='session')
+def make_images():
+  """`fn(count=2, height=33, width=49, seed=0)` -> smooth uint8 images."""
+  return _make_images
+
+
+@pytest.fixture(scope='session')
+def make_task():
+  """`fn()` -> the tiny Cityscapes PanopticDeepLabTask the export uses."""
+  return _make_task
