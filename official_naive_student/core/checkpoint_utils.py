@@ -14,6 +14,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tensorflow.core.protobuf import trackable_object_graph_pb2
+
 _VALUE_SUFFIX = '/.ATTRIBUTES/VARIABLE_VALUE'
 
 
@@ -31,26 +33,54 @@ class RestoreReport:
             f'{len(self.unused_in_checkpoint)} checkpoint values unused')
 
 
-def _variable_keys(root, prefix: str) -> Dict[str, tf.Variable]:
-  """Checkpoint key -> variable, as tf.train.Checkpoint(prefix=root) writes them."""
-  keys = {}
+def _variable_paths(root, prefix: str) -> Dict[str, tf.Variable]:
+  """Object path -> variable, for every variable reachable from `root`."""
+  paths = {}
   view = tf.train.TrackableView(root)
   # Breadth-first walk over named children, as the object graph is serialized.
   queue = [(root, prefix)]
   seen = {id(root)}
   while queue:
     obj, path = queue.pop(0)
-    for child in view.children(obj).items():
-      name, value = child
+    for name, value in view.children(obj).items():
       if id(value) in seen:
         continue
       seen.add(id(value))
       child_path = f'{path}/{name}'
       if isinstance(value, (tf.Variable, keras.Variable)):
-        keys[child_path + _VALUE_SUFFIX] = value
+        paths[child_path + _VALUE_SUFFIX] = value
       else:
         queue.append((value, child_path))
-  return keys
+  return paths
+
+
+def _checkpoint_paths(reader, prefix: str) -> Dict[str, str]:
+  """Object path under `prefix` -> key of its value in the checkpoint.
+
+  A variable is saved once, under the key of its shortest path from the root:
+  a trainer's checkpoint reaches the model's trainable variables through the
+  optimizer first, so their keys are not `model/...`. The object graph stored in
+  the checkpoint keeps every edge, so the walk from `prefix` finds them all.
+  """
+  graph = trackable_object_graph_pb2.TrackableObjectGraph()
+  graph.ParseFromString(reader.get_tensor('_CHECKPOINTABLE_OBJECT_GRAPH'))
+  start = [c.node_id for c in graph.nodes[0].children if c.local_name == prefix]
+  if not start:
+    return {}
+  paths = {}
+  queue = [(start[0], prefix)]
+  seen = {start[0]}
+  while queue:
+    node_id, path = queue.pop(0)
+    node = graph.nodes[node_id]
+    for attribute in node.attributes:
+      if attribute.name == 'VARIABLE_VALUE':
+        paths[path + _VALUE_SUFFIX] = attribute.checkpoint_key
+    for child in node.children:
+      if child.node_id not in seen:
+        seen.add(child.node_id)
+        queue.append((child.node_id, f'{path}/{child.local_name}'))
+  return paths
 
 
 def restore_matching(checkpoint_path: str, root: tf.Module,
@@ -75,23 +105,22 @@ def restore_matching(checkpoint_path: str, root: tf.Module,
     checkpoint_path = latest
   reader = tf.train.load_checkpoint(checkpoint_path)
   shapes = reader.get_variable_to_shape_map()
-  wanted = _variable_keys(root, prefix)
+  saved = _checkpoint_paths(reader, prefix)
+  wanted = _variable_paths(root, prefix)
   restored, missing, mismatch = [], [], []
-  for key, variable in sorted(wanted.items()):
-    relative = key[len(prefix) + 1:]
+  for path, variable in sorted(wanted.items()):
+    relative = path[len(prefix) + 1:]
+    key = saved.get(path)
     if any(relative.startswith(p) for p in skip_prefixes) or key not in shapes:
-      missing.append(key)
+      missing.append(path)
       continue
     if list(shapes[key]) != list(variable.shape):
-      mismatch.append(key)
+      mismatch.append(path)
       continue
     variable.assign(np.asarray(reader.get_tensor(key)).astype(
         tf.as_dtype(variable.dtype).as_numpy_dtype))
-    restored.append(key)
-  ours = set(wanted)
-  unused = sorted(k for k in shapes
-                  if k.startswith(prefix + '/') and k.endswith(_VALUE_SUFFIX)
-                  and k not in ours)
+    restored.append(path)
+  unused = sorted(set(saved) - set(wanted))
   report = RestoreReport(restored, missing, mismatch, unused)
   logging.info('Initialized from %s: %s', checkpoint_path, report.summary())
   for key in missing + mismatch:

@@ -14,6 +14,9 @@ import gin
 import tensorflow as tf
 
 STRATEGIES = ('default', 'one_device', 'mirrored', 'multi_worker_mirrored', 'tpu')
+# Strategies built so far: a chain's stages share one (a TPU system is
+# initialized, and multi-worker collectives are configured, once per process).
+_BUILT = {}
 
 
 @gin.register
@@ -33,12 +36,19 @@ def build_strategy(kind: str = 'default',
       'multi_worker_mirrored'.
 
   Returns:
-    The strategy.
+    The strategy; the same object for the same arguments within a process.
   """
   if kind not in STRATEGIES:
     raise ValueError(f'strategy kind {kind!r} is not one of {STRATEGIES}')
   if kind == 'default':
     return tf.distribute.get_strategy()
+  key = (kind, tpu, num_gpus, all_reduce)
+  if key not in _BUILT:
+    _BUILT[key] = _new_strategy(kind, tpu, num_gpus, all_reduce)
+  return _BUILT[key]
+
+
+def _new_strategy(kind, tpu, num_gpus, all_reduce) -> tf.distribute.Strategy:
   if kind == 'one_device':
     device = '/gpu:0' if tf.config.list_logical_devices('GPU') else '/cpu:0'
     return tf.distribute.OneDeviceStrategy(device)

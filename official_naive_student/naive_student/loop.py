@@ -17,14 +17,15 @@ from absl import logging
 import gin
 
 from official_naive_student.core import file_io
+from official_naive_student.naive_student import pseudo_label_stage as labels_lib
 
 SUMMARY_FILE = 'summary.json'
 STAGE_RESULT = 'stage_result.json'
 STAGES = ('teacher', 'pseudo_label', 'student', 'finetune')
 STUDENT_INITS = ('scratch', 'teacher', 'previous_student')
 # The gin parameter the loop binds, per iteration, to the pseudo-label json, so
-# the student's records (a `student/find_records` binding) read them.
-PSEUDO_LABEL_BINDING = 'student/find_records.panoptic_json'
+# that the records of the student's input pipeline read them.
+PSEUDO_LABEL_BINDING = 'pseudo/find_records.panoptic_json'
 
 
 def stage_dir(model_dir: str, iteration: int, stage: str) -> str:
@@ -61,6 +62,37 @@ def format_table(rows: List[Dict]) -> str:
 
 
 @gin.register
+def label_and_measure(teacher_checkpoint: str, output_dir: str,
+                      label_fn: Optional[Callable] = None,
+                      hidden_gt_root: Optional[str] = None,
+                      hidden_gt_split: Optional[str] = None) -> Dict:
+  """The loop's pseudo-label stage: labels every frame, then rates the labels.
+
+  Args:
+    teacher_checkpoint: the Teacher's checkpoint (prefix or folder).
+    output_dir: the pseudo-label folder.
+    label_fn: `fn(teacher_checkpoint, output_dir) -> output_dir or None`;
+      default: `pseudo_label` with its records, scales and flip bound by gin.
+    hidden_gt_root: ground truth of every frame (the synthetic generator's
+      `hidden_gt/`), to report the labels' PQ/mIoU; None: no quality row.
+    hidden_gt_split: its gtFine split folder (None: search all).
+
+  Returns:
+    {'json': the merged panoptic json, 'quality': metrics or None}.
+  """
+  label_fn = label_fn or gin.get_configurable(labels_lib.pseudo_label)
+  if label_fn(teacher_checkpoint, output_dir) is None:
+    raise RuntimeError(f'{output_dir}: other shards are still labeling; run '
+                       'them to completion (or merge) before the student')
+  quality = None
+  if hidden_gt_root:
+    quality = labels_lib.measure_pseudo_label_quality(
+        output_dir, hidden_gt_root, hidden_gt_split)
+  return {'json': labels_lib.panoptic_json_path(output_dir),
+          'quality': quality}
+
+
+@gin.register
 def run_naive_student(model_dir: str,
                       mode: str = 'train_and_eval',
                       num_iterations: int = 2,
@@ -70,7 +102,9 @@ def run_naive_student(model_dir: str,
                       finetune_stage: Callable = gin.REQUIRED,
                       teacher_network: str = 'teacher',
                       student_network: str = 'student',
-                      student_init: str = 'scratch') -> List[Dict]:
+                      student_init: str = 'scratch',
+                      pseudo_label_binding: str = PSEUDO_LABEL_BINDING
+                      ) -> List[Dict]:
   """Runs the whole chain in `model_dir`; returns the summary rows.
 
   Args:
@@ -80,13 +114,15 @@ def run_naive_student(model_dir: str,
     teacher_stage: `fn(model_dir, mode, init_checkpoint=None) -> {'checkpoint',
       'metrics'}`, e.g. `@teacher/run_stage`: supervised training on human labels.
     pseudo_label_stage: `fn(teacher_checkpoint, output_dir) -> {'json', 'quality'}`
-      (e.g. `@pseudo_label`): labels every unlabeled frame with the teacher.
+      (e.g. `@label_and_measure`): labels every unlabeled frame with the teacher.
     student_stage: like teacher_stage, training on pseudo-labels only (the gin
-      binding `student/find_records.panoptic_json` is set to the pseudo labels).
+      parameter `pseudo_label_binding` is set to the pseudo-label json first).
     finetune_stage: like teacher_stage, on human labels, from the student.
     teacher_network: name of the teacher network for the summary.
     student_network: name of the student network for the summary.
     student_init: 'scratch', 'teacher' (its checkpoint) or 'previous_student'.
+    pseudo_label_binding: the gin parameter (e.g. of the student's records
+      function) that receives each iteration's pseudo-label json.
   """
   if student_init not in STUDENT_INITS:
     raise ValueError(f'student_init {student_init!r} not in {STUDENT_INITS}')
@@ -112,13 +148,18 @@ def run_naive_student(model_dir: str,
   previous_student = None
   for iteration in range(1, num_iterations + 1):
     labels_dir = stage_dir(model_dir, iteration, 'pseudo_label')
-    labels = _run_once(labels_dir, lambda: pseudo_label_stage(
-        teacher_checkpoint=teacher['checkpoint'], output_dir=labels_dir))
-    add_row(iteration, 'pseudo_label', teacher_network,
+    # The Teacher's network is the one of the stage that trained it, so its
+    # scoped bindings (e.g. `teacher/build_panoptic_deeplab.preset`) apply.
+    teacher_scope = 'teacher' if iteration == 1 else 'finetune'
+    with gin.config_scope(teacher_scope):
+      labels = _run_once(labels_dir, lambda: pseudo_label_stage(
+          teacher_checkpoint=teacher['checkpoint'], output_dir=labels_dir))
+    add_row(iteration, 'pseudo_label',
+            teacher_network if iteration == 1 else student_network,
             {'metrics': labels.get('quality'), 'checkpoint': None})
 
     with gin.unlock_config():
-      gin.bind_parameter(PSEUDO_LABEL_BINDING, labels['json'])
+      gin.bind_parameter(pseudo_label_binding, labels['json'])
     init = {'scratch': None, 'teacher': teacher['checkpoint'],
             'previous_student': previous_student}[student_init]
     directory = stage_dir(model_dir, iteration, 'student')

@@ -65,7 +65,7 @@ def overlay(image: np.ndarray, semantic: np.ndarray, panoptic: np.ndarray,
   return np.clip(np.round(blended), 0, 255).astype(np.uint8)
 
 
-def _png_bytes(array: np.ndarray) -> bytes:
+def png_bytes(array: np.ndarray) -> bytes:
   buffer = io.BytesIO()
   Image.fromarray(array).save(buffer, format='PNG')
   return buffer.getvalue()
@@ -102,5 +102,5 @@ def write_prediction(out_dir: str, stem: str, image: np.ndarray,
   paths = {}
   for suffix in SUFFIXES:
     paths[suffix] = os.path.join(out_dir, f'{stem}_{suffix}.png')
-    file_io.atomic_write_bytes(paths[suffix], _png_bytes(arrays[suffix]))
+    file_io.atomic_write_bytes(paths[suffix], png_bytes(arrays[suffix]))
   return paths

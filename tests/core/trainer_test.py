@@ -157,3 +157,37 @@ def test_init_checkpoint_reports_restored_and_missing(tmp_path):
   assert any('head' in k for k in report.shape_mismatch)
   np.testing.assert_array_equal(target.model.conv.kernel.numpy(),
                                 source.model.conv.kernel.numpy())
+
+
+class NestedToyModel(ToyModel):
+  """ToyModel whose conv sits two layers deep, deeper than the optimizer's path."""
+
+  def __init__(self, **kwargs):
+    super().__init__(**kwargs)
+    inner = keras.Sequential([keras.layers.Conv2D(8, 3, padding='same')])
+    self.block = keras.Sequential([inner], name='block')
+    self.conv = self.block
+
+  def call(self, images, training=None):
+    return super().call(images, training=training)
+
+
+def test_init_checkpoint_restores_variables_the_optimizer_also_tracks(tmp_path):
+  # A trainer's checkpoint saves each trainable variable once, under its
+  # shortest path, which for nested layers runs through the optimizer.
+  class NestedTask(ToyTask):
+    def build_model(self):
+      return NestedToyModel()
+
+  source = _trainer(tmp_path / 'source', task=NestedTask(), num_steps=2)
+  source.train()
+  target = _trainer(tmp_path / 'target', task=NestedTask(),
+                    init_checkpoint=str(tmp_path / 'source' / 'checkpoints'))
+  report = target.restore()
+  assert not report.missing_in_checkpoint and not report.shape_mismatch
+  assert not report.unused_in_checkpoint
+  pairs = [(a, b) for a, b in zip(source.model.variables, target.model.variables)
+           if 'seed_generator' not in a.path]  # RNG state is not a weight.
+  assert len(pairs) == 8  # Nested conv, BN (4), head: all restored.
+  for a, b in pairs:
+    np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)

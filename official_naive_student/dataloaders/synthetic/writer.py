@@ -235,13 +235,22 @@ def make_synthetic_cityscapes(
 def ensure_synthetic_cityscapes(out_dir: str, num_sequences: int = 20,
                                 seed: int = 0, height: int = 256,
                                 width: int = 512, extra_images: int = 0,
-                                split_sizes: Optional[Mapping[str, int]] = None
-                                ) -> str:
+                                split_sizes: Optional[Mapping[str, int]] = None,
+                                frames_per_sequence: int = 30,
+                                labeled_frame: int = 19) -> str:
   """Returns `out_dir`, generating the dataset there first if it is not complete.
 
   Gin files use it as the dataset root, so a demo's data appears on first use.
   """
   make_synthetic_cityscapes(out_dir, num_sequences, seed, height=height,
                             width=width, extra_images=extra_images,
-                            split_sizes=dict(split_sizes) if split_sizes else None)
+                            split_sizes=dict(split_sizes) if split_sizes else None,
+                            frames_per_sequence=frames_per_sequence,
+                            labeled_frame=labeled_frame)
   return out_dir
+
+
+@gin.register
+def synthetic_hidden_gt_root(root: str) -> str:
+  """`root`'s ground truth of every frame, for rating pseudo-labels in gin."""
+  return layout.hidden_gt_root(root)

@@ -1,0 +1,78 @@
+"""The whole Naive-Student chain through train.py's library path, at toy size.
+
+Checks the wiring that only the chain exercises: the stages' gin scopes (the
+student reads the pseudo-labels, not the human labels), the summary rows, and
+that re-running a finished chain trains and labels nothing.
+"""
+
+import json
+import os
+
+import pytest
+
+from official_naive_student.core import gin_utils
+from official_naive_student.core import train_lib
+from official_naive_student.core import trainer as trainer_lib
+from official_naive_student.naive_student import loop
+from official_naive_student.naive_student import pseudo_label_stage
+
+SUMMARY_KEYS = {'iteration', 'stage', 'network', 'PQ', 'AP', 'mIoU',
+                'checkpoint'}
+
+
+def _parse(root):
+  gin_utils.parse_gin(['demo/naive_student.gin'], [
+      f"ensure_synthetic_cityscapes.out_dir = '{root}'",
+      'ensure_synthetic_cityscapes.height = 64',
+      'ensure_synthetic_cityscapes.width = 128',
+      'ensure_synthetic_cityscapes.num_sequences = 3',
+      'ensure_synthetic_cityscapes.frames_per_sequence = 4',
+      'ensure_synthetic_cityscapes.labeled_frame = 2',
+      'ensure_synthetic_cityscapes.extra_images = 2',
+      "ensure_synthetic_cityscapes.split_sizes = {'train': 2, 'val': 1}",
+      'run_naive_student.num_iterations = 1',
+      'labeled/InputPipeline.crop_size = (64, 64)',
+      'labeled/InputPipeline.global_batch_size = 2',
+      'pseudo/InputPipeline.crop_size = (64, 64)',
+      'pseudo/InputPipeline.global_batch_size = 2',
+      'pseudo_label.scales = (1.0, 1.5)',
+      'Trainer.num_steps = 2',
+      'student/Trainer.num_steps = 2',
+      'finetune/Trainer.num_steps = 2',
+      'Trainer.checkpoint_every = 2',
+      'Trainer.image_summary_every = 0',
+  ])
+
+
+def test_chain_runs_once_and_summarizes(tmp_path, monkeypatch):
+  root, model_dir = str(tmp_path / 'data'), str(tmp_path / 'run')
+  _parse(root)
+  rows = train_lib.run_experiment(model_dir=model_dir)
+
+  assert [(r['iteration'], r['stage']) for r in rows] == [
+      (0, 'teacher'), (1, 'pseudo_label'), (1, 'student'), (1, 'finetune')]
+  with open(os.path.join(model_dir, loop.SUMMARY_FILE)) as f:
+    assert json.load(f) == rows
+  for row in rows:
+    assert SUMMARY_KEYS <= set(row)
+    assert 0 <= row['mIoU'] <= 100 and 0 <= row['PQ'] <= 100
+    if row['stage'] == 'pseudo_label':
+      assert row['checkpoint'] is None and row['AP'] is None
+      assert row['num_frames'] == 2 * 4 + 2  # Video frames + extra images.
+    else:
+      assert os.path.exists(
+          os.path.join(model_dir, row['checkpoint']) + '.index')
+  # The student trained on the pseudo-labels, the fine-tuning from the student.
+  student_config = open(os.path.join(
+      loop.stage_dir(model_dir, 1, 'student'), 'operative_config.gin')).read()
+  labels = pseudo_label_stage.panoptic_json_path(
+      loop.stage_dir(model_dir, 1, 'pseudo_label'))
+  assert labels in student_config
+
+  # A second run of the finished chain trains and labels nothing.
+  def fail(*args, **kwargs):
+    raise AssertionError('a finished stage ran again')
+  monkeypatch.setattr(trainer_lib.Trainer, 'train', fail)
+  monkeypatch.setattr(pseudo_label_stage, 'write_pseudo_labels', fail)
+  _parse(root)
+  assert train_lib.run_experiment(model_dir=model_dir) == rows
