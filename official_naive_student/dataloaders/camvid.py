@@ -10,6 +10,12 @@ to pseudo-label. Layout (see /work/shared/data/camvid/README.md):
 Labels 0..10 are classes and 11 is void (`datasets.CAMVID_VOID_ID`); `decode` turns
 them into panoptic ids class * label_divisor with no instances, so the same
 `InputPipeline` (dataset_name='camvid') trains on them.
+
+Gin files bind the record lists through `camvid_labeled_records`,
+`camvid_unlabeled_records` and `camvid_pseudo_labeled_records` (the unlabeled
+frames with a Teacher's pseudo-labels). Their `camvid_root` defaults to
+`DEFAULT_ROOT`, `../shared/data/camvid` next to the repository; gin/camvid/*.gin
+pass `%CAMVID_ROOT`, so `--gin_bindings "CAMVID_ROOT='/path/to/camvid'"` moves it.
 """
 
 import collections
@@ -17,13 +23,20 @@ import dataclasses
 import glob
 import os
 import re
-from typing import List
+from typing import List, Optional
+
+import gin
 
 from official_naive_student.dataloaders import cityscapes_files
 
 SPLITS = {'train': ('train', 'trainannot'), 'val': ('val', 'valannot')}
 # '0016E5_07959', and '0006R0_f00930' (that sequence's frames carry an 'f').
 _NAME_RE = re.compile(r'^(?P<seq>[^_]+)_[a-z]?(?P<frame>\d+)$')
+# The repository's root (three levels above this file) and the shared data copy.
+_REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(
+    os.path.abspath(__file__))))
+DEFAULT_ROOT = os.path.normpath(os.path.join(_REPO_ROOT, '..', 'shared', 'data',
+                                             'camvid'))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -95,3 +108,61 @@ def find_records(camvid_root: str, split: str = 'train',
         unlabeled.append(dataclasses.replace(
             record, label_format=None, label_path=None))
   return CamVidSplit(labeled=labeled, unlabeled=unlabeled)
+
+
+def _root(camvid_root: Optional[str]) -> str:
+  return DEFAULT_ROOT if camvid_root is None else camvid_root
+
+
+@gin.register
+def camvid_labeled_records(camvid_root: Optional[str] = None,
+                           split: str = 'train', keep_every_k: int = 4,
+                           offset: int = 0) -> List[cityscapes_files.Record]:
+  """The frames of `split` that keep their human labels (`find_records`).
+
+  `camvid_root` None is `DEFAULT_ROOT`; keep_every_k=1 gives every frame (val).
+  """
+  return find_records(_root(camvid_root), split, keep_every_k, offset).labeled
+
+
+@gin.register
+def camvid_unlabeled_records(camvid_root: Optional[str] = None,
+                             split: str = 'train', keep_every_k: int = 4,
+                             offset: int = 0) -> List[cityscapes_files.Record]:
+  """The frames of `split` whose labels are dropped: what a Teacher labels."""
+  return find_records(_root(camvid_root), split, keep_every_k, offset).unlabeled
+
+
+@gin.register
+def camvid_pseudo_labeled_records(
+    camvid_root: Optional[str] = None,
+    panoptic_json: Optional[str] = None,
+    split: str = 'train', keep_every_k: int = 4, offset: int = 0,
+    include_labeled: bool = False) -> List[cityscapes_files.Record]:
+  """The unlabeled frames with the pseudo-labels of a panoptic json.
+
+  Args:
+    camvid_root: the CamVid folder (None: `DEFAULT_ROOT`).
+    panoptic_json: the pseudo-label json (`pseudo_label_stage`), whose
+      `category_id`s are CamVid's label ids; the Naive-Student loop binds it.
+    split: split name(s), as in `find_records`.
+    keep_every_k: as in `find_records`: the same k and offset as the Teacher's
+      labeled records, so these are exactly the frames it labeled.
+    offset: as in `find_records`.
+    include_labeled: also return the labeled frames with their human labels.
+
+  Returns:
+    Records with LABEL_PANOPTIC labels (then the labeled ones, if asked), each
+    group sorted by (sequence, frame).
+
+  Raises:
+    ValueError: no `panoptic_json`.
+    FileNotFoundError: the json does not label one of the unlabeled frames.
+  """
+  if not panoptic_json:
+    raise ValueError('camvid_pseudo_labeled_records needs panoptic_json (the '
+                     'Naive-Student loop binds it to the pseudo-label json)')
+  found = find_records(_root(camvid_root), split, keep_every_k, offset)
+  records = cityscapes_files.with_panoptic_labels(found.unlabeled,
+                                                  panoptic_json)
+  return records + (found.labeled if include_labeled else [])

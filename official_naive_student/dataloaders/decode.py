@@ -230,6 +230,17 @@ def decode_semantic_png(path: str, info: datasets.DatasetInfo,
   return (labels * info.label_divisor).astype(np.int32)
 
 
+def panoptic_category_ids(info: datasets.DatasetInfo) -> frozenset:
+  """Label ids a panoptic json of `info`'s label space may name.
+
+  Cityscapes' (and the synthetic video's) 0..33, of which only some have a
+  train id; elsewhere (CamVid) exactly the classes' label ids.
+  """
+  if info.train_id_to_label_id == datasets.CITYSCAPES.train_id_to_label_id:
+    return datasets.CITYSCAPES_VALID_LABEL_IDS
+  return frozenset(info.train_id_to_label_id)
+
+
 def decode_label(record: cityscapes_files.Record,
                  info: datasets.DatasetInfo) -> Optional[np.ndarray]:
   """The record's label as an int32 panoptic map, or None if unlabeled."""
@@ -239,7 +250,8 @@ def decode_label(record: cityscapes_files.Record,
     return decode_gtfine(record.label_path, record.instance_path, info)
   if record.label_format == cityscapes_files.LABEL_PANOPTIC:
     return decode_panoptic_png(record.label_path, record.segments or (), info,
-                               record.category_id_space)
+                               record.category_id_space,
+                               panoptic_category_ids(info))
   if record.label_format == cityscapes_files.LABEL_SEMANTIC:
     return decode_semantic_png(record.label_path, info, datasets.CAMVID_VOID_ID)
   raise ValueError(f'{record.image_path}: unknown label format '

@@ -23,14 +23,24 @@ from PIL import Image
 
 from official_naive_student import datasets
 
-_IMAGE_ID = re.compile(r'^[^_\s/\\]+_\d+_\d+$')
+# Cityscapes '<city>_<seq>_<frame>', or CamVid '<sequence>_[f]<frame>'.
+_IMAGE_ID = re.compile(r'^[^_\s/\\]+_(\d+_\d+|[a-z]?\d+)$')
+# The segment id of a segment whose label id * label_divisor + instance is 0
+# (CamVid's class 0, sky), since id 0 is void in COCO panoptic PNGs. Never
+# another segment's id: label ids are < 256 and instances < label_divisor.
+ZERO_SEGMENT_ID = (1 << 24) - 1
 
 
 def check_image_id(image_id: str) -> str:
-  """Returns `image_id` if it reads `<city>_<seq>_<frame>`, else raises."""
+  """Returns `image_id` if it reads `<city>_<seq>_<frame>`, else raises.
+
+  CamVid ids (`0016E5_07959`, `0006R0_f00930`) pass too: no evaluator glob
+  `<image_id>*` of one matches another's files.
+  """
   if not _IMAGE_ID.match(image_id):
     raise ValueError(f'{image_id!r} is not a Cityscapes image id '
-                     '(<city>_<sequence>_<frame>, e.g. frankfurt_000000_000294)')
+                     '(<city>_<sequence>_<frame>, e.g. frankfurt_000000_000294)'
+                     ' nor a CamVid one (<sequence>_<frame>)')
   return image_id
 
 
@@ -145,7 +155,8 @@ def write_panoptic_png(out_dir: str, image_id: str, panoptic: np.ndarray,
                        ) -> Dict[str, object]:
   """Writes one frame's panoptic PNG; returns its COCO annotation.
 
-  Segment id = label_id * label_divisor + instance, so it is never 0 (void), and
+  Segment id = label_id * label_divisor + instance, and ZERO_SEGMENT_ID where
+  that is 0 (stuff of label id 0, e.g. CamVid's sky), so it is never 0 (void);
   every distinct panoptic id (thing with instance 0 included) is one segment.
   Collect the annotations and pass them to `write_panoptic_json`.
   """
@@ -159,7 +170,7 @@ def write_panoptic_png(out_dir: str, image_id: str, panoptic: np.ndarray,
       continue
     label_id = dataset.train_id_to_label_id[train_id]
     segment_ids[index] = (label_id * dataset.label_divisor
-                          + pan_id % dataset.label_divisor)
+                          + pan_id % dataset.label_divisor) or ZERO_SEGMENT_ID
     segments.append({'id': int(segment_ids[index]), 'category_id': int(label_id),
                      'iscrowd': 0, 'area': int(areas[index])})
   rgb = segment_ids[inverse]

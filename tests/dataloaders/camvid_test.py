@@ -1,5 +1,6 @@
 """Tests of the CamVid reader: keep_every_k split and the semantic-only pipeline."""
 
+import json
 import os
 
 import numpy as np
@@ -8,8 +9,12 @@ import pytest
 import tensorflow as tf
 
 from official_naive_student import common
+from official_naive_student import datasets
 from official_naive_student.dataloaders import camvid
+from official_naive_student.dataloaders import cityscapes_files
+from official_naive_student.dataloaders import decode
 from official_naive_student.dataloaders import input_pipeline as ip
+from official_naive_student.naive_student import pseudo_label_stage
 
 # sequence -> frame numbers (unsorted on purpose; CamVid pads them differently).
 TRAIN = {'0001TP': [6690, 6720, 6750, 6780, 6810], '0006R0': [9, 10, 11, 12]}
@@ -99,3 +104,87 @@ def test_semantic_only_pipeline(root):
   expected[-2:] = 255000
   np.testing.assert_array_equal(labels[common.GT_PANOPTIC][0], expected)
   assert tf.is_tensor(labels[common.GT_PANOPTIC])
+
+
+def test_default_root_is_the_shared_copy_next_to_the_repository():
+  repo = os.path.dirname(os.path.dirname(os.path.dirname(
+      os.path.abspath(__file__))))
+  assert camvid.DEFAULT_ROOT == os.path.normpath(
+      os.path.join(repo, '..', 'shared', 'data', 'camvid'))
+
+
+def test_record_functions(root, monkeypatch):
+  labeled = camvid.camvid_labeled_records(root)  # keep_every_k=4
+  assert [(r.sequence_id, r.frame) for r in labeled] == [
+      ('0001TP', 6690), ('0001TP', 6810), ('0006R0', 9)]
+  unlabeled = camvid.camvid_unlabeled_records(root, 'train', 4)
+  assert len(unlabeled) == 9 - 3 and not any(r.has_label for r in unlabeled)
+  assert ({r.image_id for r in labeled} | {r.image_id for r in unlabeled} ==
+          {r.image_id for r in camvid.find_records(root, 'train').labeled})
+  val = camvid.camvid_labeled_records(root, 'val', keep_every_k=1)
+  assert [r.image_id for r in val] == ['0016E5_07959', '0016E5_07961']
+  # No root: the default one.
+  monkeypatch.setattr(camvid, 'DEFAULT_ROOT', root)
+  assert camvid.camvid_labeled_records() == labeled
+  assert camvid.camvid_unlabeled_records(offset=1) == (
+      camvid.find_records(root, 'train', 4, 1).unlabeled)
+
+
+def test_pseudo_labels_round_trip_with_camvid_ids(root, tmp_path):
+  """Written by the pseudo-label stage (sky is class and label id 0), read back."""
+  info = datasets.CAMVID
+  unlabeled = camvid.camvid_unlabeled_records(root)
+  out = str(tmp_path / 'labels')
+  expected = {}
+  for k, record in enumerate(unlabeled):
+    semantic = np.full((12, 16), 3)
+    semantic[:4] = 0              # sky: label id 0 * divisor is a 0 segment id.
+    semantic[6:, :5] = 10
+    semantic[-1] = info.ignore_label
+    semantic[5, k] = 8
+    panoptic = semantic * info.label_divisor
+    pseudo_label_stage.write_frame(out, record.image_id, panoptic, info)
+    expected[record.image_id] = panoptic
+  json_path = pseudo_label_stage.merge_pseudo_labels(out, info)
+  with open(json_path) as f:
+    categories = json.load(f)['categories']
+  assert [c['id'] for c in categories] == list(range(11))
+  assert not any(c['isthing'] for c in categories)
+
+  records = camvid.camvid_pseudo_labeled_records(root, json_path)
+  assert [r.image_id for r in records] == [r.image_id for r in unlabeled]
+  for record in records:
+    assert record.label_format == cityscapes_files.LABEL_PANOPTIC
+    np.testing.assert_array_equal(decode.decode_label(record, info),
+                                  expected[record.image_id])
+  both = camvid.camvid_pseudo_labeled_records(root, json_path,
+                                              include_labeled=True)
+  assert both[:len(records)] == records
+  assert both[len(records):] == camvid.camvid_labeled_records(root)
+  # The student's pipeline reads them as it reads human labels.
+  train = ip.InputPipeline(records=both, dataset_name='camvid', mode='train',
+                           global_batch_size=2, crop_size=(8, 8))
+  (_, labels), = train.dataset_fn().take(1)
+  assert set(np.unique(labels[common.GT_PANOPTIC]) // 1000) <= {
+      0, 3, 8, 10, 255}
+  with pytest.raises(ValueError, match='panoptic_json'):
+    camvid.camvid_pseudo_labeled_records(root)
+  with pytest.raises(FileNotFoundError, match='no annotation'):
+    camvid.camvid_pseudo_labeled_records(root, json_path, offset=1)
+
+
+def test_panoptic_json_category_ids_are_checked_in_camvid_space(root, tmp_path):
+  """A category id that is no CamVid class fails instead of becoming void."""
+  record, = camvid.camvid_unlabeled_records(root)[:1]
+  out = str(tmp_path / 'labels')
+  annotation = pseudo_label_stage.write_frame(
+      out, record.image_id, np.full((12, 16), 3000), datasets.CAMVID)
+  annotation['segments_info'][0]['category_id'] = 24  # A Cityscapes label id.
+  json_path = str(tmp_path / 'bad.json')
+  with open(json_path, 'w') as f:
+    json.dump({'annotations': [annotation]}, f)
+  bad, = cityscapes_files.with_panoptic_labels(
+      [record], json_path,
+      label_root=os.path.join(out, pseudo_label_stage.LABEL_NAME))
+  with pytest.raises(ValueError, match=r'segment category ids \[24\]'):
+    decode.decode_label(bad, datasets.CAMVID)

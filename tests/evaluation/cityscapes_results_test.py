@@ -84,3 +84,23 @@ def test_bad_image_id_and_unknown_train_id(tmp_path):
   with pytest.raises(ValueError, match='unknown train id'):
     cityscapes_results.write_semantic(str(tmp_path), IMAGE_ID,
                                       np.full((2, 2), 19))
+
+
+def test_camvid_panoptic_png_keeps_class_zero(tmp_path):
+  """CamVid ids pass; sky (label id 0, no instance) is a segment, not void."""
+  camvid = datasets.CAMVID
+  pan = np.full((4, 5), 3000)
+  pan[0] = 0                      # sky
+  pan[3, 4] = 255000              # void
+  for image_id in ('0016E5_07959', '0006R0_f00930'):
+    ann = cityscapes_results.write_panoptic_png(str(tmp_path), image_id, pan,
+                                                camvid)
+    rgb = np.asarray(Image.open(tmp_path / ann['file_name']), np.int64)
+    ids = rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
+    segments = {s['id']: s['category_id'] for s in ann['segments_info']}
+    assert segments == {cityscapes_results.ZERO_SEGMENT_ID: 0, 3000: 3}
+    assert (ids[0] == cityscapes_results.ZERO_SEGMENT_ID).all()
+    assert ids[3, 4] == 0
+  for bad in ('0016E5', '0016E5_07959_x', '0016E5_0795 9'):
+    with pytest.raises(ValueError, match='not a Cityscapes image id'):
+      cityscapes_results.check_image_id(bad)

@@ -225,6 +225,18 @@ def test_post_process_stuff_and_batch():
   np.testing.assert_array_equal(out[common.PRED_PANOPTIC][0], np.zeros((5, 5)))
 
 
+def test_post_process_without_thing_classes_is_semantic_times_divisor():
+  """CamVid: no thing ids and no stuff removal; centers found group nothing."""
+  logits, heat, offsets = _raw_5x5()
+  out = panoptic.panoptic_deeplab_post_process(
+      logits, heat, offsets, **dict(KWARGS, thing_ids=(), stuff_area_limit=0))
+  semantic = np.argmax(logits, axis=-1)
+  np.testing.assert_array_equal(out[common.PRED_SEMANTIC], semantic)
+  np.testing.assert_array_equal(out[common.PRED_PANOPTIC], semantic * DIV)
+  np.testing.assert_array_equal(out[common.PRED_INSTANCE], 0)
+  np.testing.assert_array_equal(out[common.PRED_INSTANCE_SCORES], 0.0)
+
+
 @pytest.mark.parametrize('jit_compile', [False, True])
 def test_post_process_in_tf_function_with_unknown_size(jit_compile):
   @tf.function(jit_compile=jit_compile, input_signature=[
