@@ -64,6 +64,9 @@ class Trainer:
       has none: a previous Student, a Teacher, or an ImageNet backbone.
     init_skip_prefixes: keys under the model not taken from `init_checkpoint`.
     clip_gradient_norm: global-norm clipping (0: off).
+    seed: seeds Python, NumPy and TF before the model is built, so weight
+      initialization (hence a whole run on one device) is repeatable; None
+      leaves the global seeds alone.
   """
 
   def __init__(self, task, model_dir: str, num_steps: int = 1000,
@@ -75,7 +78,8 @@ class Trainer:
                jit_compile: bool = False,
                init_checkpoint: Optional[str] = None,
                init_skip_prefixes: Sequence[str] = (),
-               clip_gradient_norm: float = 0.0):
+               clip_gradient_norm: float = 0.0,
+               seed: Optional[int] = 0):
     self.task = task
     self.model_dir = model_dir
     self.num_steps = num_steps
@@ -87,6 +91,8 @@ class Trainer:
     self.init_skip_prefixes = tuple(init_skip_prefixes)
     self.clip_gradient_norm = clip_gradient_norm
     set_mixed_precision(mixed_precision)
+    if seed is not None:
+      keras.utils.set_random_seed(seed)
     self.strategy = strategy or distribute.build_strategy()
     self.is_chief = distribute.is_chief(self.strategy)
     with self.strategy.scope():

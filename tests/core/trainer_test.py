@@ -191,3 +191,12 @@ def test_init_checkpoint_restores_variables_the_optimizer_also_tracks(tmp_path):
   assert len(pairs) == 8  # Nested conv, BN (4), head: all restored.
   for a, b in pairs:
     np.testing.assert_array_equal(a.numpy(), b.numpy(), err_msg=a.path)
+
+
+def test_seed_makes_initial_weights_repeatable(tmp_path):
+  first = _weights(_trainer(tmp_path / 'a', seed=3))
+  second = _weights(_trainer(tmp_path / 'b', seed=3))
+  other = _weights(_trainer(tmp_path / 'c', seed=4))
+  for a, b in zip(first, second):
+    np.testing.assert_array_equal(a, b)
+  assert any(not np.array_equal(a, c) for a, c in zip(first, other))
