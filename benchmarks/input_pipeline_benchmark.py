@@ -9,6 +9,7 @@ converts them with `tfrecord_writer` (timed too), then times `InputPipeline` in
 """
 
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -62,6 +63,8 @@ def main(argv):
   print(f'train pipeline: {images / elapsed:.2f} images/s, '
         f'{crop[0]}x{crop[1]} crops from {height}x{width} frames with targets, '
         f'batch {_BATCH.value}, {os.cpu_count()} CPUs')
+  if not _WORKDIR.value:
+    shutil.rmtree(workdir, ignore_errors=True)
 
 
 if __name__ == '__main__':

@@ -89,17 +89,19 @@ def main(argv):
   thing_fraction = float(tf.reduce_mean(
       tf.cast(out[common.PRED_INSTANCE] > 0, tf.float32)))
   run(logits, heat, offsets)
-  times = []
+  times, cpu_times = [], []
   for _ in range(_RUNS.value):
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     out = run(logits, heat, offsets)
     out[common.PRED_PANOPTIC].numpy()
     times.append(time.perf_counter() - start)
+    cpu_times.append(time.process_time() - cpu_start)
   print(f'{_HEIGHT.value}x{_WIDTH.value}, {info.num_classes} classes, '
         f'{num_found} centers found, {100 * thing_fraction:.0f} % thing '
         f'pixels, jit_compile={_JIT.value}, {os.cpu_count()} CPUs: median '
         f'{statistics.median(times):.3f} s over {_RUNS.value} runs '
-        f'(min {min(times):.3f} s)')
+        f'(min {min(times):.3f} s); CPU seconds (all threads) median '
+        f'{statistics.median(cpu_times):.3f}; load {os.getloadavg()[0]:.2f}')
 
 
 if __name__ == '__main__':

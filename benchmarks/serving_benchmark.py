@@ -8,7 +8,8 @@ at Cityscapes resolution 1025x2049 (a few GB of memory, minutes per call on a
 small CPU); `--saved_model` times an existing export instead.
 
   PYTHONPATH=. python benchmarks/serving_benchmark.py --runs=10
-  PYTHONPATH=. python benchmarks/serving_benchmark.py --full --runs=3
+  PYTHONPATH=. python benchmarks/serving_benchmark.py --full --runs=3 \
+      [--warmup=1]
   PYTHONPATH=. python benchmarks/serving_benchmark.py \
       --saved_model=exported/panoptic --height=1025 --width=2049
 """
@@ -38,7 +39,8 @@ _HEIGHT = flags.DEFINE_integer('height', None, 'Image height (512; 1025 with '
                                '--full).')
 _WIDTH = flags.DEFINE_integer('width', None, 'Image width (1024; 2049 with '
                               '--full).')
-_RUNS = flags.DEFINE_integer('runs', 10, 'Timed calls after two warm-ups.')
+_RUNS = flags.DEFINE_integer('runs', 10, 'Timed calls after the warm-ups.')
+_WARMUP = flags.DEFINE_integer('warmup', 2, 'Untimed calls (at least 1).')
 _TTA_FLIP = flags.DEFINE_bool('tta_flip', False, 'Export with flip TTA.')
 
 
@@ -68,7 +70,7 @@ def main(argv):
     serve = tf.saved_model.load(path).signatures[export_module.SERVE_IMAGES]
     rng = np.random.default_rng(0)
     images = tf.constant(rng.integers(0, 256, (1, height, width, 3), np.uint8))
-    for _ in range(2):
+    for _ in range(max(1, _WARMUP.value)):
       serve(images=images)['panoptic'].numpy()
     times = []
     for _ in range(_RUNS.value):
