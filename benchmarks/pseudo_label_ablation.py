@@ -79,6 +79,7 @@ def main(argv):
   with gin.config_scope('unlabeled'):
     records = gin.get_configurable(cityscapes_files.find_records)()
   hidden_root = gin.get_configurable(writer.synthetic_hidden_gt_root)()
+  records = [r for r in records if r.split.endswith('-sequence')]  # Videos.
   sequences = sorted({r.sequence_id for r in records if r.sequence_id})
   if _MAX_SEQUENCES.value:
     keep = set(sequences[:_MAX_SEQUENCES.value])
