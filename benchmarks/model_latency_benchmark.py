@@ -62,6 +62,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from official_naive_student import common
 from official_naive_student import datasets
 from official_naive_student.dataloaders import targets
