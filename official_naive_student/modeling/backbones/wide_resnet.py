@@ -41,6 +41,7 @@ import keras
 from official_naive_student import common
 from official_naive_student.modeling.layers import blocks
 from official_naive_student.modeling.layers import conv_norm
+from official_naive_student.modeling.layers import recompute as recompute_lib
 
 _STEM_CHANNELS = 64
 _BASIC = 'basic'
@@ -207,6 +208,13 @@ class WideResNet(keras.Model):
     zero_init_residual: bool. Start each block's last BN gamma at zero.
     sync_bn: bool. Synchronize batch norm across replicas.
     kernel_initializer: Keras initializer of every convolution kernel.
+    recompute: False, True / 'blocks' or 'stages'. Gradient checkpointing:
+      keep only the input of every residual block (or of every stage) for the
+      backward pass and recompute the rest there, which trades one more
+      backbone forward pass for most of the backbone's activation memory
+      (benchmarks/MEMORY.md). Same loss and gradients, same drop-path masks and
+      batch-norm updates (`layers/recompute.py`). Only acts while a gradient
+      tape records.
 
   Call: images float [B, H, W, 3], already normalized ->
     {res2: [B, H/4, W/4, C2], res3: /8, res4: /min(16, os), res5: /os}.
@@ -224,9 +232,11 @@ class WideResNet(keras.Model):
                zero_init_residual: bool = True,
                sync_bn: bool = True,
                kernel_initializer='he_normal',
+               recompute: Union[bool, str] = False,
                **kwargs):
     super().__init__(**kwargs)
     plan = block_layout(depth, output_stride, multi_grid, num_blocks, layout)
+    self.recompute = recompute_lib.parse_mode(recompute)
     # === Config ===
     self._config = dict(
         depth=depth, output_stride=output_stride,
@@ -237,7 +247,8 @@ class WideResNet(keras.Model):
         num_blocks=None if num_blocks is None else tuple(num_blocks),
         layout=layout, zero_init_residual=zero_init_residual, sync_bn=sync_bn,
         kernel_initializer=keras.initializers.serialize(
-            keras.initializers.get(kernel_initializer)))
+            keras.initializers.get(kernel_initializer)),
+        recompute=recompute)
     self.output_stride = output_stride
     # Each layer deserializes its own initializer object from this config.
     init_config = self._config['kernel_initializer']
@@ -300,16 +311,38 @@ class WideResNet(keras.Model):
 
   def call(self, images, training=None):
     x = self.stem(images, training=training)
+    mode = self.recompute if recompute_lib.is_recording() else None
     endpoints = {}
-    for name, pool, tap_input, tap_output in self._steps:
+    for stage_names in self._block_names:
+      steps = [step for step in self._steps if step[0] in stage_names]
+      stage = [getattr(self, name) for name in stage_names]
+      if mode == recompute_lib.STAGES and all(b.built for b in stage):
+        x, taps = recompute_lib.recompute(
+            lambda x, steps=steps: self._run_blocks(steps, x, training),
+            stage)(x)
+      else:
+        x, taps = self._run_blocks(steps, x, training,
+                                   recompute=mode == recompute_lib.BLOCKS)
+      endpoints.update(taps)
+    return endpoints
+
+  def _run_blocks(self, steps, x, training, recompute=False):
+    """Runs `steps` (of `_steps`) on x; returns (x, {endpoint: tensor})."""
+    taps = {}
+    for name, pool, tap_input, tap_output in steps:
       if pool:
         x = self.pool(x)
       if tap_input:
-        endpoints[tap_input] = x
-      x = getattr(self, name)(x, training=training)
+        taps[tap_input] = x
+      block = getattr(self, name)
+      if recompute and block.built:
+        x = recompute_lib.recompute(
+            lambda x, block=block: block(x, training=training), [block])(x)
+      else:
+        x = block(x, training=training)
       if tap_output:
-        endpoints[tap_output] = x
-    return endpoints
+        taps[tap_output] = x
+    return x, taps
 
   @property
   def endpoint_strides(self):

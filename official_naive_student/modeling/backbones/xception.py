@@ -35,6 +35,7 @@ import keras
 
 from official_naive_student import common
 from official_naive_student.modeling.layers import conv_norm
+from official_naive_student.modeling.layers import recompute as recompute_lib
 
 _SHORTCUTS = ('conv', 'sum', 'none')
 
@@ -176,6 +177,9 @@ class Xception(keras.Model):
     num_middle_blocks: int or None. Middle-flow modules; None takes the
       depth's 16 (8 for X-41). Small values give tiny models of the same code.
     sync_bn: bool. Synchronize batch norm across replicas.
+    recompute: bool (or 'blocks'). Gradient checkpointing: keep only each
+      Xception module's input for the backward pass and recompute the module
+      there (`layers/recompute.py`); same gradients, less activation memory.
 
   Attributes:
     output_stride: int. Stride of `res5`.
@@ -194,9 +198,12 @@ class Xception(keras.Model):
                width_multiplier: float = 1.0,
                num_middle_blocks: Optional[int] = None,
                sync_bn: bool = True,
+               recompute: Union[bool, str] = False,
                **kwargs):
     super().__init__(**kwargs)
     depth_int = parse_depth(depth)
+    self.recompute = recompute_lib.parse_mode(
+        recompute, allowed=(recompute_lib.BLOCKS,))
     if output_stride not in (8, 16, 32):
       raise ValueError(f'output_stride {output_stride} is not 8, 16 or 32.')
     if width_multiplier <= 0:
@@ -208,7 +215,8 @@ class Xception(keras.Model):
     self._config = dict(
         depth=depth, output_stride=output_stride,
         width_multiplier=width_multiplier,
-        num_middle_blocks=num_middle_blocks, sync_bn=sync_bn)
+        num_middle_blocks=num_middle_blocks, sync_bn=sync_bn,
+        recompute=recompute)
     self.output_stride = output_stride
 
     def scaled(channels):
@@ -260,10 +268,15 @@ class Xception(keras.Model):
     """Maps normalized images [B, H, W, 3] to a dict of endpoint features."""
     x = images
     endpoints = {}
+    recompute = bool(self.recompute) and recompute_lib.is_recording()
     for name in self._layer_names:
       layer = getattr(self, name)
       if isinstance(layer, XceptionModule):
-        x, features = layer(x, training=training)
+        if recompute and layer.built:
+          x, features = recompute_lib.recompute(
+              lambda x, layer=layer: layer(x, training=training), [layer])(x)
+        else:
+          x, features = layer(x, training=training)
         if name in self._endpoint_of:
           endpoints[self._endpoint_of[name]] = features
       else:
