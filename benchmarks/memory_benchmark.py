@@ -1,4 +1,4 @@
-r"""Peak memory of a full-size WR-41 training step and of full-resolution inference.
+r"""Peak memory of a full-size WR-41 training step and of whole-image inference.
 
 Every configuration runs in a fresh subprocess, so each peak is its own. In the
 child: the network (`panoptic_deeplab_wr41`, 19 classes, unsynchronized BN: one
@@ -8,9 +8,12 @@ RSS (VmHWM of /proc/self/status) is reset, and one training step (forward,
 Panoptic-DeepLab loss, backward, Adam update; batch 1, i.e. one replica's
 share) or one inference pass (`model(x, training=False)`, batch 1) runs in a
 tf.function, first call included (tracing and graph optimization are part of
-what a job pays). Reported: the peak RSS, the RSS after building, and peak
-minus build: the memory the step itself needs (activations, gradients and,
-for training, the Adam slots: 2 x the weights, 1.18 GB for WR-41).
+what a job pays). Reported, in GiB: the peak RSS, the RSS after building, and
+peak minus build: the memory the step itself needs (activations, gradients
+and, for training, the Adam slots: 2 x the weights, 1.10 GiB for WR-41). For
+training rows below 1025 x 2049, the table also extrapolates the peak to that
+size as build + (area ratio) x (peak - build): an upper bound, since the Adam
+slots and gradients in (peak - build) do not grow with the crop.
 
 Configurations (`--configs`, comma-separated; default all but *_full and
 infer_bf16_tiled):
@@ -27,11 +30,10 @@ infer_bf16_tiled):
                                   `TiledInference` with --tile_size (513 x
                                   1025, so 2 x 2 tiles) at output stride 16.
 
-This is CPU memory (TensorFlow's CPU allocator, oneDNN scratch buffers), not
-GPU memory: the GPU's BFC allocator, cuDNN workspaces and XLA fusion change
-the absolute numbers, but activations dominate both, so the ratios between
-configurations carry over roughly. The parent also polls each child's RSS and
-stops it above --max_rss_gb.
+This is CPU memory (TensorFlow's CPU executor, oneDNN kernels and scratch
+buffers), not GPU memory: on a GPU the BFC allocator, cuDNN workspaces and
+XLA change the absolute numbers; compare the configurations with each other.
+The parent also polls each child's RSS and stops it above --max_rss_gb (GiB).
 
   PYTHONPATH=. python benchmarks/memory_benchmark.py \
       [--configs=train_fp32,infer_fp32] [--output_json=/tmp/memory.json]
@@ -257,15 +259,15 @@ def _extrapolated_gb(row, height, width):
 def _table(rows):
   full = tuple(int(v) for v in _FULL_SIZE.value)
   lines = ['| configuration | input | precision | recompute | OS | peak RSS '
-           '(GB) | RSS after build (GB) | RSS with Adam slots, inputs (GB) | '
-           'peak - build (GB) | '
-           f'extrapolated peak at {full[0]}x{full[1]} (GB) | first step, '
+           '(GiB) | RSS after build (GiB) | RSS with Adam slots, inputs '
+           '(GiB) | peak - build (GiB) | '
+           f'extrapolated peak at {full[0]}x{full[1]} (GiB) | first step, '
            'wall / CPU (s) |',
            '|---|---|---|---|---|---|---|---|---|---|---|']
   for r in rows:
     if 'error' in r:
       lines.append(f'| {r["name"]} | failed: {r["error"]} (polled peak '
-                   f'{r["polled_peak_gb"]:.2f} GB) | | | | | | | | | |')
+                   f'{r["polled_peak_gb"]:.2f} GiB) | | | | | | | | | |')
       continue
     what = r['mode'] + (f', {len(r["tiles"])} tiles' if 'tiles' in r else '')
     extrapolated = ''
