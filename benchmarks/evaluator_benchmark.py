@@ -42,6 +42,7 @@ from official_naive_student import datasets
 from official_naive_student.evaluation import cityscapes_eval
 from official_naive_student.evaluation import cityscapes_results
 from official_naive_student.evaluation import instance_ap
+from official_naive_student.evaluation import official_scripts
 from official_naive_student.evaluation import png_io
 
 try:  # Only for the "fastest decoder" floor.
@@ -180,44 +181,24 @@ def generate(root, results, num_frames):
 
 def run_official(root, writer, work):
   """Runs the three official evaluators; returns ({name: Timer}, metrics)."""
-  env = dict(os.environ, CITYSCAPES_DATASET=root, CITYSCAPES_EXPORT_DIR=work)
+  jobs = official_scripts.commands(
+      root, 'val', work, writer.semantic_dir, writer.instance_dir,
+      writer.panoptic_json, writer.panoptic_dir)
+  names = {official_scripts.PIXEL: 'pixel (mIoU)',
+           official_scripts.INSTANCE: 'instance (AP)',
+           official_scripts.PANOPTIC: 'panoptic (PQ)'}
   cache = os.path.join(work, 'gtInstances.json')
-  pan_out = os.path.join(work, 'panoptic.json')
-  jobs = {
-      'pixel (mIoU)': ([sys.executable, '-m', 'cityscapesscripts.evaluation.'
-                        'evalPixelLevelSemanticLabeling'],
-                       dict(env, CITYSCAPES_RESULTS=writer.semantic_dir)),
-      'instance (AP)': ([sys.executable, '-c', 'import cityscapesscripts.'
-                         'evaluation.evalInstanceLevelSemanticLabeling as m;'
-                         f'm.args.gtInstancesFile={cache!r}; m.main()'],
-                        dict(env, CITYSCAPES_RESULTS=writer.instance_dir)),
-      'panoptic (PQ)': ([sys.executable, '-m', 'cityscapesscripts.evaluation.'
-                         'evalPanopticSemanticLabeling', '--gt-json-file',
-                         os.path.join(root, 'gtFine',
-                                      'cityscapes_panoptic_val.json'),
-                         '--prediction-json-file', writer.panoptic_json,
-                         '--prediction-folder', writer.panoptic_dir,
-                         '--results_file', pan_out], env),
-  }
-  times = {}
-  for name, (cmd, job_env) in jobs.items():
+  times, results = {}, {}
+  for kind, (cmd, job_env, out) in jobs.items():
     if os.path.exists(cache):
       os.remove(cache)
     with Timer() as timer:
       subprocess.run(cmd, env=job_env, cwd=work, check=True,
                      stdout=subprocess.DEVNULL)
-    times[name] = (timer.wall, timer.cpu)
-  pixel = json.load(open(os.path.join(work, 'resultPixelLevelSemanticLabeling.json')))
-  inst = json.load(open(os.path.join(
-      root, 'evaluationResults', 'resultInstanceLevelSemanticLabeling.json')))
-  pan = json.load(open(pan_out))
-  metrics = {'PQ': pan['All']['pq'], 'SQ': pan['All']['sq'],
-             'RQ': pan['All']['rq'], 'PQ_things': pan['Things']['pq'],
-             'PQ_stuff': pan['Stuff']['pq'],
-             'mIoU': pixel['averageScoreClasses'],
-             'AP': inst['averages']['allAp'],
-             'AP50': inst['averages']['allAp50%']}
-  return times, {k: v * 100 for k, v in metrics.items()}
+    times[names[kind]] = (timer.wall, timer.cpu)
+    with open(out) as f:
+      results[kind] = json.load(f)
+  return times, official_scripts.metrics(results)
 
 
 def official_png_files(root, writer):

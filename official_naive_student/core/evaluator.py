@@ -16,6 +16,7 @@ import tensorflow as tf
 from official_naive_student import common
 from official_naive_student import datasets
 from official_naive_student.core import progress as progress_lib
+from official_naive_student.evaluation import cityscapes_results
 from official_naive_student.evaluation import instance_ap
 from official_naive_student.evaluation import panoptic_quality
 from official_naive_student.evaluation import semantic_iou
@@ -115,7 +116,9 @@ def _scores_by_segment(predictions, dataset) -> Dict[int, float]:
 
 def evaluate(infer: Callable, dataset: tf.data.Dataset,
              info: datasets.DatasetInfo, num_examples: Optional[int] = None,
-             original_sizes: bool = True) -> Dict[str, float]:
+             original_sizes: bool = True,
+             results_writer: Optional[cityscapes_results.ResultsWriter] = None
+             ) -> Dict[str, float]:
   """Runs `infer` over (features, labels) batches and returns METRIC_KEYS.
 
   Args:
@@ -124,6 +127,8 @@ def evaluate(infer: Callable, dataset: tf.data.Dataset,
     info: the label space.
     num_examples: for the progress line.
     original_sizes: crop predictions to the ground truth's size (padding).
+    results_writer: also writes every frame's prediction in the official
+      evaluators' formats (needs IMAGE_NAME), the same labels that are scored.
   """
   metrics = PanopticMetrics(info)
   progress = progress_lib.Progress(num_examples, unit='images', name='eval')
@@ -135,5 +140,13 @@ def evaluate(infer: Callable, dataset: tf.data.Dataset,
       one = {k: v[i] for k, v in predictions.items()}
       name = names[i].numpy().decode() if names is not None else str(i)
       metrics.update(gt[i], one, name)
+      if results_writer is not None:
+        if names is None:
+          raise ValueError('results_writer needs image names in the dataset')
+        results_writer.write(name, semantic=one[common.PRED_SEMANTIC],
+                             panoptic=one[common.PRED_PANOPTIC],
+                             scores=_scores_by_segment(one, info))
     progress.update(gt.shape[0])
+  if results_writer is not None:
+    results_writer.close()
   return metrics.result()

@@ -27,8 +27,12 @@ def format_metrics(metrics: Dict[str, Optional[float]]) -> str:
 @gin.register
 def run_stage(model_dir: str, mode: str = 'train_and_eval', task=gin.REQUIRED,
               trainer_fn: Callable = trainer_lib.Trainer,
-              init_checkpoint: Optional[str] = None) -> Dict[str, object]:
+              init_checkpoint: Optional[str] = None,
+              results_dir: Optional[str] = None) -> Dict[str, object]:
   """Trains and/or evaluates `task` in `model_dir`; resumes after a kill.
+
+  `results_dir` (optional) receives the evaluated predictions in the official
+  evaluators' formats (`task.evaluate`), to score with cityscapesscripts.
 
   Returns:
     {'checkpoint': latest checkpoint path, 'metrics': eval metrics or None}.
@@ -45,7 +49,7 @@ def run_stage(model_dir: str, mode: str = 'train_and_eval', task=gin.REQUIRED,
   gin_utils.write_operative_config(model_dir)
   metrics = None
   if mode in ('eval', 'train_and_eval') and task.eval_data is not None:
-    metrics = task.evaluate(trainer.model)
+    metrics = task.evaluate(trainer.model, results_dir=results_dir)
     logging.info('eval at step %d: %s', trainer.step, format_metrics(metrics))
     print(f'eval at step {trainer.step}: {format_metrics(metrics)}', flush=True)
     file_io.atomic_write_json(os.path.join(model_dir, EVAL_RESULTS),

@@ -6,6 +6,7 @@ model, the losses and the per-replica datasets, and evaluates a model. The train
 everything that is about panoptic segmentation. All parts are injected by gin.
 """
 
+import os
 from typing import Callable, Dict, Optional
 
 import gin
@@ -16,6 +17,7 @@ from official_naive_student import common
 from official_naive_student import datasets
 from official_naive_student.core import evaluator
 from official_naive_student.dataloaders import cityscapes_files
+from official_naive_student.evaluation import cityscapes_results
 from official_naive_student.dataloaders import input_pipeline
 from official_naive_student.losses import panoptic_losses
 from official_naive_student.modeling import presets
@@ -23,6 +25,9 @@ from official_naive_student.post_processing import panoptic as post_lib
 
 # Functions from other modules that gin files bind (they stay undecorated there).
 gin.external_configurable(cityscapes_files.find_records, module='cityscapes_files')
+
+# Sub-folders of an evaluation's `results_dir`, one per official evaluator.
+RESULT_KINDS = ('semantic', 'instance', 'panoptic')
 
 
 def colorize(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
@@ -87,13 +92,25 @@ class PanopticDeepLabTask:
       raise ValueError('PanopticDeepLabTask.train_data is not set')
     return self.train_data.dataset_fn(input_context, start_step=start_step)
 
-  def evaluate(self, model, tta_fn: Optional[Callable] = None) -> Dict[str, float]:
-    """PQ, SQ, RQ, PQ_things, PQ_stuff, mIoU, AP, AP50 (percent) on eval_data."""
+  def evaluate(self, model, tta_fn: Optional[Callable] = None,
+               results_dir: Optional[str] = None) -> Dict[str, float]:
+    """PQ, SQ, RQ, PQ_things, PQ_stuff, mIoU, AP, AP50 (percent) on eval_data.
+
+    With `results_dir`, the predictions are also written there in the formats
+    of the official evaluators (`semantic/`, `instance/`, `panoptic/` and
+    `panoptic.json`), for `cityscapes_eval` or cityscapesscripts.
+    """
     if self.eval_data is None:
       raise ValueError('PanopticDeepLabTask.eval_data is not set')
     infer = evaluator.make_inference_fn(model, self.build_post_processor(), tta_fn)
+    writer = None
+    if results_dir:
+      writer = cityscapes_results.ResultsWriter(
+          *(os.path.join(results_dir, kind) for kind in RESULT_KINDS),
+          dataset=self.info)
     return evaluator.evaluate(infer, self.eval_data.dataset_fn(), self.info,
-                              num_examples=self.eval_data.num_examples)
+                              num_examples=self.eval_data.num_examples,
+                              results_writer=writer)
 
   def write_image_summaries(self, model, step: int) -> None:
     """Image, semantic prediction, center heatmap and panoptic map of one frame."""

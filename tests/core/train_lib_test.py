@@ -3,12 +3,15 @@
 import json
 import os
 
+import gin
 import pytest
 
 from official_naive_student.core import evaluator
 from official_naive_student.core import gin_utils
 from official_naive_student.core import train_lib
 from official_naive_student.dataloaders.synthetic import writer
+from official_naive_student.evaluation import cityscapes_eval
+from official_naive_student.evaluation import official_scripts
 
 
 @pytest.fixture(scope='module')
@@ -62,3 +65,26 @@ def test_unknown_mode_is_rejected(synthetic_root, tmp_path):
   _parse(synthetic_root, steps=1)
   with pytest.raises(ValueError, match='--mode'):
     train_lib.run_experiment(model_dir=str(tmp_path), mode='predict')
+
+
+def test_eval_results_score_the_same_through_the_official_scripts(
+    synthetic_root, tmp_path):
+  """The files `results_dir` gets are the evaluated labels, in official formats."""
+  model_dir, results = str(tmp_path / 'model'), str(tmp_path / 'results')
+  _parse(synthetic_root, steps=3)
+  gin.bind_parameter('run_stage.results_dir', results)
+  result = train_lib.run_experiment(model_dir=model_dir, mode='train_and_eval')
+  files = dict(semantic_dir=os.path.join(results, 'semantic'),
+               instance_dir=os.path.join(results, 'instance'),
+               panoptic_json=os.path.join(results, 'panoptic.json'),
+               panoptic_dir=os.path.join(results, 'panoptic'))
+  official = official_scripts.metrics(official_scripts.run(
+      synthetic_root, 'val', work_dir=str(tmp_path / 'work'), timeout=120,
+      **files))
+  ours = cityscapes_eval.evaluate(synthetic_root, 'val', num_workers=1,
+                                  **files)['metrics']
+  for key in cityscapes_eval.RESULT_KEYS:
+    assert ours[key] == pytest.approx(official[key], abs=0.01), key
+  # In-loop PQ and mIoU are computed on the same labels as the files.
+  for key in ('PQ', 'SQ', 'RQ', 'mIoU'):
+    assert result['metrics'][key] == pytest.approx(official[key], abs=0.01), key

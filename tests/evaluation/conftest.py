@@ -8,10 +8,7 @@ shifted / merged / split / missing / re-classed / spurious predictions with
 Each accumulator's test then checks its numbers against theirs.
 """
 
-import json
 import os
-import subprocess
-import sys
 
 import numpy as np
 import pytest
@@ -19,6 +16,7 @@ from PIL import Image
 
 from official_naive_student import datasets
 from official_naive_student.evaluation import cityscapes_results
+from official_naive_student.evaluation import official_scripts
 
 DS = datasets.CITYSCAPES
 H, W = 64, 128
@@ -150,42 +148,6 @@ def write_gt(root, frames):
                                       setNames=['val'])
 
 
-def run_official(root, semantic_dir, instance_dir, panoptic_json, panoptic_dir,
-                 work_dir):
-  """Runs the three official evaluators at once; returns their result dicts."""
-  env = dict(os.environ, CITYSCAPES_DATASET=root,
-             CITYSCAPES_EXPORT_DIR=work_dir)
-  instance_script = (
-      'import cityscapesscripts.evaluation.evalInstanceLevelSemanticLabeling as m;'
-      f'm.args.gtInstancesFile = {os.path.join(work_dir, "gtInstances.json")!r};'
-      'm.main()')  # A private cache: the package's own one is shared and stale.
-  pan_result = os.path.join(work_dir, 'panoptic_result.json')
-  commands = [
-      ([sys.executable, '-m',
-        'cityscapesscripts.evaluation.evalPixelLevelSemanticLabeling'],
-       dict(env, CITYSCAPES_RESULTS=semantic_dir)),
-      ([sys.executable, '-c', instance_script],
-       dict(env, CITYSCAPES_RESULTS=instance_dir)),
-      ([sys.executable, '-m',
-        'cityscapesscripts.evaluation.evalPanopticSemanticLabeling',
-        '--gt-json-file', os.path.join(root, 'gtFine', 'cityscapes_panoptic_val.json'),
-        '--prediction-json-file', panoptic_json, '--prediction-folder',
-        panoptic_dir, '--results_file', pan_result], env),
-  ]
-  procs = [subprocess.Popen(c, env=e, cwd=work_dir, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT) for c, e in commands]
-  for proc in procs:
-    out = proc.communicate(timeout=120)[0]
-    assert proc.returncode == 0, out.decode()[-3000:]
-  read = lambda p: json.load(open(p))  # pylint: disable=unnecessary-lambda-assignment
-  return {
-      'pixel': read(os.path.join(work_dir, 'resultPixelLevelSemanticLabeling.json')),
-      'instance': read(os.path.join(root, 'evaluationResults',
-                                    'resultInstanceLevelSemanticLabeling.json')),
-      'panoptic': read(pan_result),
-  }
-
-
 @pytest.fixture(scope='session')
 def official_case(tmp_path_factory):
   """Paths of gt and predictions, our inputs per frame and the official results."""
@@ -208,8 +170,9 @@ def official_case(tmp_path_factory):
             for i in IMAGE_IDS[:2]}
   work_dir = os.path.join(tmp, 'work')
   os.makedirs(work_dir)
-  official = run_official(root, writer.semantic_dir, writer.instance_dir,
-                          writer.panoptic_json, writer.panoptic_dir, work_dir)
+  official = official_scripts.run(
+      root, 'val', writer.semantic_dir, writer.instance_dir,
+      writer.panoptic_json, writer.panoptic_dir, work_dir, timeout=120)
   return {'root': root, 'gt': gt, 'preds': preds, 'official': official,
           'extra_masks': extras,
           'semantic_dir': writer.semantic_dir,
