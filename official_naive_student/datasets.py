@@ -27,6 +27,8 @@ class DatasetInfo:
     colormap: [num_classes, 3] uint8 RGB palette, indexed by train id.
     train_id_to_label_id: train id -> dataset label id (the ids the official
       evaluators read); identity where the dataset has no separate label ids.
+    void_label_id: the label id that result files give void pixels
+      (Cityscapes' 'unlabeled' 0; CamVid's 11, as 0 is its sky).
   """
   name: str
   num_classes: int
@@ -36,6 +38,7 @@ class DatasetInfo:
   label_divisor: int = 1000
   colormap: Tuple[Tuple[int, int, int], ...] = ()
   train_id_to_label_id: Tuple[int, ...] = ()
+  void_label_id: int = 0
 
   @property
   def stuff_train_ids(self) -> Tuple[int, ...]:
@@ -94,6 +97,7 @@ CAMVID = DatasetInfo(
               (60, 40, 222), (128, 128, 0), (192, 128, 128), (64, 64, 128),
               (64, 0, 128), (64, 64, 0), (0, 128, 192)),
     train_id_to_label_id=tuple(range(11)),
+    void_label_id=CAMVID_VOID_ID,
 )
 
 _REGISTRY: Dict[str, DatasetInfo] = {

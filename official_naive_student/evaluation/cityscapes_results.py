@@ -3,7 +3,8 @@
 So that a model's output can be scored by the official scripts (and by
 `cityscapes_eval`, which reads the same files), per frame:
   * semantic: `<dir>/<image_id>_labelIds.png`, one channel of label ids (not train
-    ids; void becomes label 0, as 255 crashes the pixel evaluator);
+    ids; void becomes the dataset's void label id, Cityscapes' 0 or CamVid's
+    11, as 255 crashes the pixel evaluator);
   * instances: `<dir>/<image_id>_instances.txt` with lines
     `masks/<image_id>_<k>.png <labelId> <confidence>` and 1-bit mask PNGs;
   * panoptic: `<dir>/<image_id>_panoptic.png` (RGB, id = R + 256 G + 65536 B) and one
@@ -80,8 +81,8 @@ def save_text(text: str, path: str):
 
 
 def _label_id_lut(dataset: datasets.DatasetInfo) -> np.ndarray:
-  """[256] train id -> label id; void (and unknown ids) -> label 0."""
-  lut = np.zeros((256,), np.uint8)
+  """[256] train id -> label id; void (and unknown ids) -> the void label id."""
+  lut = np.full((256,), dataset.void_label_id, np.uint8)
   lut[:dataset.num_classes] = dataset.train_id_to_label_id
   return lut
 

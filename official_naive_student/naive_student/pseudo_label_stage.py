@@ -456,10 +456,14 @@ def main(argv=None) -> int:
   parser.add_argument('--shard', type=int, default=0)
   parser.add_argument('--num_shards', type=int, default=1)
   parser.add_argument('--merge_only', action='store_true')
+  parser.add_argument('--dataset_name', default='cityscapes',
+                      help='label space of the labels (cityscapes, camvid, '
+                      'synthetic), for --merge_only and --hidden_gt_root')
   args = parser.parse_args(argv)
   gin_utils.parse_gin(args.gin_file, args.gin_bindings)
+  info = datasets.get_dataset_info(args.dataset_name)
   if args.merge_only:
-    merge_pseudo_labels(args.output_dir)
+    merge_pseudo_labels(args.output_dir, info)
   else:
     kwargs = {}
     if args.cityscapes_root:
@@ -472,7 +476,8 @@ def main(argv=None) -> int:
       return 0
   print(f'{args.output_dir}: done')
   if args.hidden_gt_root:
-    quality = measure_pseudo_label_quality(args.output_dir, args.hidden_gt_root)
+    quality = measure_pseudo_label_quality(args.output_dir, args.hidden_gt_root,
+                                           dataset=info)
     print(json.dumps(quality, sort_keys=True))
   return 0
 

@@ -33,11 +33,6 @@ import tensorflow as tf
 from official_naive_student.modeling import imagenet_classifier
 from official_naive_student.modeling import presets
 
-_JSON = flags.DEFINE_bool('json', False, 'Print one JSON object of the five '
-                          'paper-comparable networks instead of the table.')
-_VARIANTS = flags.DEFINE_bool('variants', True, 'Also measure multi-grid and '
-                              'DeepLab2 (separable) variants in the table.')
-
 PANOPTIC_INPUT = (1025, 2049)
 IMAGENET_INPUT = (224, 224)
 # A small input to create the variables eagerly before tracing at full size.
@@ -240,12 +235,21 @@ def format_row(name, stats, paper) -> str:
   return '  '.join(cells)
 
 
+def define_flags():
+  """The command's flags, defined only when it runs (importers keep theirs)."""
+  flags.DEFINE_bool('json', False, 'Print one JSON object of the five '
+                    'paper-comparable networks instead of the table.')
+  flags.DEFINE_bool('variants', True, 'Also measure multi-grid and DeepLab2 '
+                    '(separable) variants in the table.')
+
+
 def main(argv):
   del argv
+  as_json = flags.FLAGS.json
   networks = dict(NETWORKS)
-  if _VARIANTS.value and not _JSON.value:
+  if flags.FLAGS.variants and not as_json:
     networks.update(VARIANTS)
-  if not _JSON.value:
+  if not as_json:
     print('  '.join(['network'.ljust(44), 'input', 'params'.rjust(10),
                      'M-Adds'.rjust(10), 'native'.rjust(10),
                      'paper'.rjust(9), 'paper'.rjust(10),
@@ -253,13 +257,14 @@ def main(argv):
   results = {}
   for name, builder in networks.items():
     results[name] = measure_network(builder)
-    if not _JSON.value:
+    if not as_json:
       print(format_row(name, results[name], builder[2]), flush=True)
-  if _JSON.value:
+  if as_json:
     json.dump({name: {key: stats[key] for key in ('params', 'madds', 'input')}
                for name, stats in results.items()}, sys.stdout, sort_keys=True)
     print()
 
 
 if __name__ == '__main__':
+  define_flags()
   app.run(main)

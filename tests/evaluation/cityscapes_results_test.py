@@ -35,6 +35,13 @@ def test_semantic_png_holds_label_ids(tmp_path):
   assert os.listdir(tmp_path) == [os.path.basename(path)]  # no temp files
 
 
+def test_camvid_void_is_its_void_id_not_sky(tmp_path):
+  camvid = datasets.get_dataset_info('camvid')
+  path = cityscapes_results.write_semantic(
+      str(tmp_path), '0016E5_07959', np.array([[0, 255, 10]]), camvid)
+  np.testing.assert_array_equal(np.asarray(Image.open(path)), [[0, 11, 10]])
+
+
 def test_instance_txt_and_masks(tmp_path):
   pan = _panoptic()
   path = cityscapes_results.write_instances(

@@ -233,3 +233,23 @@ def test_cli_with_gin_and_tta(setup, capsys):
   assert settings['scales'] == [0.5, 1.0] and settings['flip']
   assert len(_labels(out)) == NUM_FRAMES
   assert tf.io.gfile.exists(os.path.join(out, file_io.DONE_MARKER))
+
+
+def test_cli_merge_only_keeps_the_label_space(tmp_path, capsys):
+  """CamVid fragments merge into a json whose categories are CamVid's."""
+  camvid = datasets.get_dataset_info('camvid')
+  out = str(tmp_path / 'camvid_labels')
+  semantic = np.zeros((8, 8), np.int32)
+  semantic[:, 4:] = 3
+  semantic[0, 0] = camvid.ignore_label
+  pls.write_frame(out, '0016E5_07959', semantic * camvid.label_divisor, camvid)
+  assert pls.main(['--merge_only', '--output_dir', out,
+                   '--dataset_name', 'camvid']) == 0
+  assert f'{out}: done' in capsys.readouterr().out
+  annotations = cf.read_panoptic_json(pls.panoptic_json_path(out))
+  png, segments = annotations['0016E5_07959']
+  decoded = decode.decode_panoptic_png(png, segments, camvid)
+  np.testing.assert_array_equal(decoded // camvid.label_divisor, semantic)
+  with open(pls.panoptic_json_path(out)) as f:
+    categories = json.load(f)['categories']
+  assert [c['name'] for c in categories] == list(camvid.class_names)
