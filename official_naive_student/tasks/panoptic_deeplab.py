@@ -25,6 +25,7 @@ from official_naive_student.post_processing import panoptic as post_lib
 
 # Functions from other modules that gin files bind (they stay undecorated there).
 gin.external_configurable(cityscapes_files.find_records, module='cityscapes_files')
+gin.external_configurable(cityscapes_files.mix_records, module='cityscapes_files')
 
 # Sub-folders of an evaluation's `results_dir`, one per official evaluator.
 RESULT_KINDS = ('semantic', 'instance', 'panoptic')

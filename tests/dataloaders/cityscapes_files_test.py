@@ -154,3 +154,18 @@ def test_pseudo_label_json_missing_annotation(root, tmp_path):
   records = cf.find_records(root, 'val-sequence', panoptic_json=json_path,
                             require_labels=False)
   assert not records[0].has_label and all(r.has_label for r in records[1:])
+
+
+def test_mix_records_repeats_the_small_part_to_its_share(root):
+  many = cf.find_records(root, 'train-sequence')
+  few = cf.find_records(root, 'train-fine')
+  assert len(few) < len(many)
+  mixed = cf.mix_records([many, few], shares=[0.5, 0.5])
+  repeats = round(len(many) / len(few))
+  assert mixed[:len(many)] == many
+  assert mixed[len(many):] == few * repeats
+  assert cf.mix_records([many, few]) == many + few  # No shares: concatenation.
+  with pytest.raises(ValueError, match='shares'):
+    cf.mix_records([many, few], shares=[1.0])
+  with pytest.raises(ValueError, match='at least one record'):
+    cf.mix_records([many, []])
