@@ -301,10 +301,9 @@ def write_metrics_json(path: str, metrics: Dict[str, Optional[float]]):
                                path)
 
 
-if __name__ == '__main__':
-  from absl import app  # pylint: disable=g-import-not-at-top
+def define_result_file_flags():
+  """The flags naming ground truth and result files (also `official_scripts`')."""
   from absl import flags  # pylint: disable=g-import-not-at-top
-
   flags.DEFINE_string('gt_root', None, 'Cityscapes root holding gtFine/<split>.')
   flags.DEFINE_string('split', 'val', 'gtFine split to evaluate.')
   flags.DEFINE_string('semantic_dir', None, 'Label-id PNG results folder.')
@@ -312,8 +311,15 @@ if __name__ == '__main__':
   flags.DEFINE_string('panoptic_json', None, 'Predicted COCO panoptic json.')
   flags.DEFINE_string('panoptic_dir', None, 'Predicted panoptic PNG folder.')
   flags.DEFINE_string('output_json', None, 'Where to write the metrics json.')
-  flags.DEFINE_integer('num_workers', 2, 'Processes decoding frames.')
   flags.mark_flag_as_required('gt_root')
+
+
+if __name__ == '__main__':
+  from absl import app  # pylint: disable=g-import-not-at-top
+  from absl import flags  # pylint: disable=g-import-not-at-top
+
+  define_result_file_flags()
+  flags.DEFINE_integer('num_workers', 2, 'Processes decoding frames.')
   FLAGS = flags.FLAGS
 
   def main(argv):

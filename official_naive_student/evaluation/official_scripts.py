@@ -135,16 +135,10 @@ def metrics(results: Dict[str, dict]) -> Dict[str, Optional[float]]:
 if __name__ == '__main__':
   from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
+  from official_naive_student.evaluation import cityscapes_eval  # pylint: disable=g-import-not-at-top
 
-  flags.DEFINE_string('gt_root', None, 'Cityscapes root holding gtFine/<split>.')
-  flags.DEFINE_string('split', 'val', 'gtFine split to evaluate.')
-  flags.DEFINE_string('semantic_dir', None, 'Label-id PNG results folder.')
-  flags.DEFINE_string('instance_dir', None, 'Instance txt + mask results folder.')
-  flags.DEFINE_string('panoptic_json', None, 'Predicted COCO panoptic json.')
-  flags.DEFINE_string('panoptic_dir', None, 'Predicted panoptic PNG folder.')
+  cityscapes_eval.define_result_file_flags()
   flags.DEFINE_string('work_dir', None, 'Folder for the evaluators\' own files.')
-  flags.DEFINE_string('output_json', None, 'Where to write the metrics json.')
-  flags.mark_flag_as_required('gt_root')
   FLAGS = flags.FLAGS
 
   def main(argv):
@@ -155,7 +149,6 @@ if __name__ == '__main__':
     print('  '.join(f'{k} {v:.2f}' if v is not None else f'{k} -'
                     for k, v in scores.items()))
     if FLAGS.output_json:
-      from official_naive_student.evaluation import cityscapes_eval  # pylint: disable=g-import-not-at-top
       cityscapes_eval.write_metrics_json(FLAGS.output_json, scores)
 
   app.run(main)
