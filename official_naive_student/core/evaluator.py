@@ -78,8 +78,12 @@ class PanopticMetrics:
     self.ap = instance_ap.InstanceAP(dataset) if dataset.thing_train_ids else None
 
   def update(self, gt_panoptic: np.ndarray, predictions: Dict[str, np.ndarray],
-             name: str = 'prediction') -> None:
-    """Adds one frame: gt [H, W] panoptic, predictions of one image."""
+             name: str = 'prediction',
+             scores: Optional[Dict[int, float]] = None) -> None:
+    """Adds one frame: gt [H, W] panoptic, predictions of one image.
+
+    `scores` ({panoptic id: score}) saves recomputing them when the caller has.
+    """
     gt_semantic = gt_panoptic // self.dataset.label_divisor
     self.miou.update(gt_semantic, predictions[common.PRED_SEMANTIC], name)
     self.pq.update(gt_panoptic, predictions[common.PRED_PANOPTIC], name)
@@ -87,7 +91,8 @@ class PanopticMetrics:
       self.ap.update_panoptic(
           instance_ids_from_panoptic(gt_panoptic, self.dataset),
           predictions[common.PRED_PANOPTIC],
-          _scores_by_segment(predictions, self.dataset), name)
+          scores if scores is not None
+          else _scores_by_segment(predictions, self.dataset), name)
 
   def result(self) -> Dict[str, float]:
     pq = self.pq.result()
@@ -136,16 +141,17 @@ def evaluate(infer: Callable, dataset: tf.data.Dataset,
     predictions = {k: v.numpy() for k, v in infer(features[common.IMAGE]).items()}
     gt = labels[common.GT_PANOPTIC].numpy()
     names = features.get(common.IMAGE_NAME)
+    if results_writer is not None and names is None:
+      raise ValueError('results_writer needs image names in the dataset')
     for i in range(gt.shape[0]):
       one = {k: v[i] for k, v in predictions.items()}
       name = names[i].numpy().decode() if names is not None else str(i)
-      metrics.update(gt[i], one, name)
+      scores = (_scores_by_segment(one, info)
+                if info.thing_train_ids or results_writer is not None else None)
+      metrics.update(gt[i], one, name, scores)
       if results_writer is not None:
-        if names is None:
-          raise ValueError('results_writer needs image names in the dataset')
         results_writer.write(name, semantic=one[common.PRED_SEMANTIC],
-                             panoptic=one[common.PRED_PANOPTIC],
-                             scores=_scores_by_segment(one, info))
+                             panoptic=one[common.PRED_PANOPTIC], scores=scores)
     progress.update(gt.shape[0])
   if results_writer is not None:
     results_writer.close()

@@ -17,6 +17,8 @@ from official_naive_student.core import trainer as trainer_lib
 
 MODES = ('train', 'eval', 'train_and_eval')
 EVAL_RESULTS = 'eval_results.json'
+OPERATIVE_CONFIG = 'operative_config.gin'
+OPERATIVE_CONFIG_EVAL = 'operative_config_eval.gin'
 
 
 def format_metrics(metrics: Dict[str, Optional[float]]) -> str:
@@ -46,7 +48,9 @@ def run_stage(model_dir: str, mode: str = 'train_and_eval', task=gin.REQUIRED,
     trainer.train()
   else:
     trainer.restore()
-  gin_utils.write_operative_config(model_dir)
+  # An eval-only run keeps the training run's record of its config.
+  gin_utils.write_operative_config(
+      model_dir, OPERATIVE_CONFIG_EVAL if mode == 'eval' else OPERATIVE_CONFIG)
   metrics = None
   if mode in ('eval', 'train_and_eval') and task.eval_data is not None:
     metrics = task.evaluate(trainer.model, results_dir=results_dir)

@@ -22,7 +22,9 @@ import sys
 import tempfile
 from typing import Dict, Optional
 
-RESULT_KEYS = ('PQ', 'SQ', 'RQ', 'PQ_things', 'PQ_stuff', 'mIoU', 'AP', 'AP50')
+from official_naive_student.evaluation import cityscapes_eval
+
+RESULT_KEYS = cityscapes_eval.RESULT_KEYS
 PIXEL, INSTANCE, PANOPTIC = 'pixel', 'instance', 'panoptic'
 _PACKAGE = 'cityscapesscripts.evaluation.'
 
@@ -135,7 +137,6 @@ def metrics(results: Dict[str, dict]) -> Dict[str, Optional[float]]:
 if __name__ == '__main__':
   from absl import app  # pylint: disable=g-import-not-at-top
   from absl import flags  # pylint: disable=g-import-not-at-top
-  from official_naive_student.evaluation import cityscapes_eval  # pylint: disable=g-import-not-at-top
 
   cityscapes_eval.define_result_file_flags()
   flags.DEFINE_string('work_dir', None, 'Folder for the evaluators\' own files.')

@@ -88,3 +88,17 @@ def test_eval_results_score_the_same_through_the_official_scripts(
   # In-loop PQ and mIoU are computed on the same labels as the files.
   for key in ('PQ', 'SQ', 'RQ', 'mIoU'):
     assert result['metrics'][key] == pytest.approx(official[key], abs=0.01), key
+
+
+def test_eval_mode_keeps_the_training_config_record(synthetic_root, tmp_path):
+  model_dir = str(tmp_path / 'model')
+  _parse(synthetic_root, steps=2)
+  train_lib.run_experiment(model_dir=model_dir, mode='train')
+  config = os.path.join(model_dir, train_lib.OPERATIVE_CONFIG)
+  trained = open(config).read()
+  assert 'Trainer.num_steps = 2' in trained
+  _parse(synthetic_root, steps=5)  # Other bindings, eval only.
+  train_lib.run_experiment(model_dir=model_dir, mode='eval')
+  assert open(config).read() == trained
+  assert 'Trainer.num_steps = 5' in open(
+      os.path.join(model_dir, train_lib.OPERATIVE_CONFIG_EVAL)).read()

@@ -18,21 +18,23 @@ from official_naive_student.evaluation import png_io
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def test_command_line_matches_official(official_case, tmp_path):
-  out = tmp_path / 'metrics.json'
+def _run_cli(module, official_case, out, *extra):
+  """Runs `python -m official_naive_student.evaluation.<module>` on the case."""
   proc = subprocess.run(
-      [sys.executable, '-m', 'official_naive_student.evaluation.cityscapes_eval',
+      [sys.executable, '-m', f'official_naive_student.evaluation.{module}',
        '--gt_root', official_case['root'], '--split', 'val',
        '--semantic_dir', official_case['semantic_dir'],
        '--instance_dir', official_case['instance_dir'],
        '--panoptic_json', official_case['panoptic_json'],
        '--panoptic_dir', official_case['panoptic_dir'],
-       '--output_json', str(out)],
-      cwd=ROOT, capture_output=True, text=True, timeout=60, check=False)
+       '--output_json', str(out), *extra],
+      cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
   assert proc.returncode == 0, proc.stderr[-3000:]
-  assert 'PQ_things' in proc.stdout and 'car' in proc.stdout
-  metrics = json.load(open(out))
-  assert tuple(sorted(metrics)) == tuple(sorted(cityscapes_eval.RESULT_KEYS))
+  return proc.stdout, json.load(open(out))
+
+
+def _official_percent(official_case):
+  """The official evaluators' own numbers, read off their jsons, in percent."""
   official = official_case['official']
   pan, ins = official['panoptic'], official['instance']['averages']
   expected = {
@@ -40,8 +42,25 @@ def test_command_line_matches_official(official_case, tmp_path):
       'PQ_things': pan['Things']['pq'], 'PQ_stuff': pan['Stuff']['pq'],
       'mIoU': official['pixel']['averageScoreClasses'],
       'AP': ins['allAp'], 'AP50': ins['allAp50%']}
-  for key, value in expected.items():
-    assert metrics[key] == pytest.approx(value * 100, abs=0.01), key
+  return {key: value * 100 for key, value in expected.items()}
+
+
+def test_command_line_matches_official(official_case, tmp_path):
+  stdout, metrics = _run_cli('cityscapes_eval', official_case,
+                             tmp_path / 'metrics.json')
+  assert 'PQ_things' in stdout and 'car' in stdout
+  assert tuple(sorted(metrics)) == tuple(sorted(cityscapes_eval.RESULT_KEYS))
+  for key, value in _official_percent(official_case).items():
+    assert metrics[key] == pytest.approx(value, abs=0.01), key
+
+
+def test_official_scripts_command_writes_their_metrics(official_case, tmp_path):
+  """`official_scripts`' command: same flags and keys, the evaluators' numbers."""
+  _, metrics = _run_cli('official_scripts', official_case,
+                        tmp_path / 'official.json',
+                        '--work_dir', str(tmp_path / 'work'))
+  assert metrics == pytest.approx(_official_percent(official_case), abs=1e-9)
+  assert metrics['AP'] > 0 and metrics['PQ'] > 0 and metrics['mIoU'] > 0
 
 
 def test_only_requested_kinds(official_case):
