@@ -30,6 +30,7 @@ from official_naive_student.dataloaders import cityscapes_files
 from official_naive_student.dataloaders import decode
 from official_naive_student.dataloaders.synthetic import writer
 from official_naive_student.naive_student import ego_car
+from official_naive_student.naive_student import label_quality
 from official_naive_student.naive_student import loop
 from official_naive_student.naive_student import pseudo_label_stage as pls
 
@@ -95,7 +96,8 @@ def main(argv):
           label(checkpoint, out, records=records,
                 scales=tta_scales if tta else (1.0,),
                 flip=tta_flip and tta, ego_car_void=void)
-          quality = pls.measure_pseudo_label_quality(out, hidden_root)
+          quality = label_quality.measure_pseudo_label_quality(
+              pls.panoptic_json_path(out), hidden_root)
           share = _ego_labeled_share(out, records, datasets.SYNTHETIC)
         print(f'| {iteration} | {"yes" if tta else "no"} | '
               f'{"yes" if void else "no"} | {quality["PQ"]:.2f} | '

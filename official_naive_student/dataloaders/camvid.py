@@ -134,6 +134,22 @@ def camvid_unlabeled_records(camvid_root: Optional[str] = None,
 
 
 @gin.register
+def camvid_dropped_label_records(camvid_root: Optional[str] = None,
+                                 split: str = 'train', keep_every_k: int = 4,
+                                 offset: int = 0
+                                 ) -> List[cityscapes_files.Record]:
+  """The unlabeled frames *with* the labels the split drops.
+
+  Only for rating pseudo-labels (`label_quality.measure_against_records`);
+  training on them would undo the semi-supervised split.
+  """
+  hidden = {r.image_id for r in camvid_unlabeled_records(
+      camvid_root, split, keep_every_k, offset)}
+  return [r for r in find_records(_root(camvid_root), split).labeled
+          if r.image_id in hidden]
+
+
+@gin.register
 def camvid_pseudo_labeled_records(
     camvid_root: Optional[str] = None,
     panoptic_json: Optional[str] = None,

@@ -158,11 +158,14 @@ def write_panoptic_png(out_dir: str, image_id: str, panoptic: np.ndarray,
 
   Segment id = label_id * label_divisor + instance, and ZERO_SEGMENT_ID where
   that is 0 (stuff of label id 0, e.g. CamVid's sky), so it is never 0 (void);
-  every distinct panoptic id (thing with instance 0 included) is one segment.
+  every distinct panoptic id is one segment. A thing class with instance 0 is a
+  crowd region in this project's convention (`decode`): its segment gets
+  iscrowd 1, so it reads back as crowd (predictions never contain one).
   Collect the annotations and pass them to `write_panoptic_json`.
   """
   check_image_id(image_id)
   ids, inverse, train_ids = _segments(panoptic, dataset)
+  thing = set(dataset.thing_train_ids)
   segment_ids = np.zeros(ids.shape, np.int64)
   segments = []
   areas = np.bincount(inverse.ravel(), minlength=ids.size)
@@ -173,7 +176,9 @@ def write_panoptic_png(out_dir: str, image_id: str, panoptic: np.ndarray,
     segment_ids[index] = (label_id * dataset.label_divisor
                           + pan_id % dataset.label_divisor) or ZERO_SEGMENT_ID
     segments.append({'id': int(segment_ids[index]), 'category_id': int(label_id),
-                     'iscrowd': 0, 'area': int(areas[index])})
+                     'iscrowd': int(train_id in thing
+                                    and pan_id % dataset.label_divisor == 0),
+                     'area': int(areas[index])})
   rgb = segment_ids[inverse]
   rgb = np.stack([rgb % 256, rgb // 256 % 256, rgb // 65536], -1).astype(np.uint8)
   file_name = f'{image_id}_panoptic.png'

@@ -11,12 +11,14 @@ same input pipeline as human labels (STYLE.md, "data flow, always one way").
 """
 
 import os
-from typing import Callable, Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Sequence
 
 from absl import logging
 import gin
 
+from official_naive_student import datasets
 from official_naive_student.core import file_io
+from official_naive_student.naive_student import label_quality
 from official_naive_student.naive_student import pseudo_label_stage as labels_lib
 
 SUMMARY_FILE = 'summary.json'
@@ -65,7 +67,9 @@ def format_table(rows: List[Dict]) -> str:
 def label_and_measure(teacher_checkpoint: str, output_dir: str,
                       label_fn: Optional[Callable] = None,
                       hidden_gt_root: Optional[str] = None,
-                      hidden_gt_split: Optional[str] = None) -> Dict:
+                      hidden_gt_split: Optional[str] = None,
+                      truth_records: Optional[Sequence] = None,
+                      dataset_name: str = 'cityscapes') -> Dict:
   """The loop's pseudo-label stage: labels every frame, then rates the labels.
 
   Args:
@@ -74,22 +78,31 @@ def label_and_measure(teacher_checkpoint: str, output_dir: str,
     label_fn: `fn(teacher_checkpoint, output_dir) -> output_dir or None`;
       default: `pseudo_label` with its records, scales and flip bound by gin.
     hidden_gt_root: ground truth of every frame (the synthetic generator's
-      `hidden_gt/`), to report the labels' PQ/mIoU; None: no quality row.
+      `hidden_gt/`), to report the labels' PQ/mIoU.
     hidden_gt_split: its gtFine split folder (None: search all).
+    truth_records: or records carrying the human labels the Teacher was not
+      given (CamVid's dropped 3 of 4), to rate the labels against.
+    dataset_name: label space of the labels ('cityscapes' also serves the
+      synthetic video; 'camvid').
 
   Returns:
-    {'json': the merged panoptic json, 'quality': metrics or None}.
+    {'json': the merged panoptic json, 'quality': metrics, or None without a
+    ground truth}.
   """
   label_fn = label_fn or gin.get_configurable(labels_lib.pseudo_label)
   if label_fn(teacher_checkpoint, output_dir) is None:
     raise RuntimeError(f'{output_dir}: other shards are still labeling; run '
                        'them to completion (or merge) before the student')
+  dataset = datasets.get_dataset_info(dataset_name)
+  json_path = labels_lib.panoptic_json_path(output_dir)
   quality = None
   if hidden_gt_root:
-    quality = labels_lib.measure_pseudo_label_quality(
-        output_dir, hidden_gt_root, hidden_gt_split)
-  return {'json': labels_lib.panoptic_json_path(output_dir),
-          'quality': quality}
+    quality = label_quality.measure_pseudo_label_quality(
+        json_path, hidden_gt_root, hidden_gt_split, dataset)
+  elif truth_records:
+    quality = label_quality.measure_against_records(json_path, truth_records,
+                                                    dataset)
+  return {'json': json_path, 'quality': quality}
 
 
 @gin.register

@@ -6,7 +6,7 @@ flip, averaging semantic probabilities, center heatmaps and offsets), voids the
 ego car of each snippet, and trains the Student on these hard labels. The loop
 closes through files: labels are written in exactly the panoptic format of
 cityscapesscripts' `csCreatePanopticImgs` (one COCO json plus RGB PNGs, id = R +
-256 G + 65536 B, `category_id` = label id, iscrowd 0), so the Student reads them
+256 G + 65536 B, `category_id` = label id, iscrowd 0 on every predicted segment), so the Student reads them
 with `cityscapes_files.find_records(panoptic_json=...)` and the same
 `InputPipeline` as human labels.
 
@@ -56,6 +56,7 @@ from official_naive_student.evaluation import cityscapes_results
 from official_naive_student.evaluation import panoptic_quality
 from official_naive_student.evaluation import semantic_iou
 from official_naive_student.naive_student import ego_car
+from official_naive_student.naive_student import label_quality
 from official_naive_student.post_processing import tta
 from official_naive_student.tasks import panoptic_deeplab as task_lib
 
@@ -77,7 +78,7 @@ def _png_dir(output_dir: str) -> str:
   return os.path.join(output_dir, LABEL_NAME)
 
 
-def _fragment_path(output_dir: str, image_id: str) -> str:
+def fragment_path(output_dir: str, image_id: str) -> str:
   return os.path.join(output_dir, SEGMENTS_DIR, image_id + '.json')
 
 
@@ -145,7 +146,7 @@ def write_frame(output_dir: str, image_id: str, panoptic: np.ndarray,
   """
   annotation = cityscapes_results.write_panoptic_png(
       _png_dir(output_dir), image_id, panoptic, dataset)
-  file_io.atomic_write_json(_fragment_path(output_dir, image_id), annotation,
+  file_io.atomic_write_json(fragment_path(output_dir, image_id), annotation,
                             indent=None)
   return annotation
 
@@ -239,7 +240,7 @@ def write_pseudo_labels(
       ego_car_void=ego_car_void, eval_pad_size=eval_pad_size))
   _remove_own_temporaries(output_dir, {r.image_id for r in mine})
   todo = [r for r in mine
-          if not os.path.exists(_fragment_path(output_dir, r.image_id))]
+          if not os.path.exists(fragment_path(output_dir, r.image_id))]
   skipped = len(mine) - len(todo)
   if max_frames is not None:
     todo = todo[:max_frames]
@@ -393,58 +394,6 @@ def pseudo_label(teacher_checkpoint: str, output_dir: str,
   return None
 
 
-def _hidden_instance_ids(hidden_gt_root: str, split: Optional[str],
-                         image_id: str) -> np.ndarray:
-  city, _, _ = cityscapes_files.parse_image_id(image_id)
-  name = f'{image_id}_gtFine_instanceIds.png'
-  splits = [split] if split else sorted(
-      os.listdir(os.path.join(hidden_gt_root, 'gtFine')))
-  for s in splits:
-    path = os.path.join(hidden_gt_root, 'gtFine', s, city, name)
-    if os.path.isfile(path):
-      with Image.open(path) as image:
-        return np.asarray(image).astype(np.int64)
-  raise FileNotFoundError(f'{hidden_gt_root}: no gtFine/{split or "*"}/{city}/'
-                          f'{name} for pseudo-label {image_id}')
-
-
-def measure_pseudo_label_quality(
-    output_dir: str, hidden_gt_root: str, split: Optional[str] = None,
-    dataset: datasets.DatasetInfo = datasets.CITYSCAPES) -> Dict[str, object]:
-  """PQ and mIoU of merged pseudo-labels against ground truth of every frame.
-
-  The synthetic generator's `hidden_gt/` labels every frame, so the quality of
-  what the Student learns from is measurable. Ego-car pixels have no train id,
-  hence are void in the ground truth and never counted. AP is left out: hard
-  pseudo-labels carry no confidences to rank.
-
-  Args:
-    output_dir: a merged pseudo-label folder (or the path of its json).
-    hidden_gt_root: root holding gtFine/<split>/<city>/*_instanceIds.png.
-    split: gtFine split folder ('train', 'val'); None searches all.
-    dataset: label space.
-
-  Returns:
-    {'PQ', 'SQ', 'RQ', 'PQ_things', 'PQ_stuff', 'mIoU', 'num_frames'}, percent.
-  """
-  json_path = (output_dir if output_dir.endswith('.json')
-               else panoptic_json_path(output_dir))
-  pq = panoptic_quality.PanopticQuality(dataset)
-  miou = semantic_iou.SemanticIoU(dataset)
-  annotations = cityscapes_files.read_panoptic_json(json_path)
-  for image_id, (png, segments) in sorted(annotations.items()):
-    pred = decode.decode_panoptic_png(png, segments, dataset)
-    gt = panoptic_quality.panoptic_from_instance_ids(
-        _hidden_instance_ids(hidden_gt_root, split, image_id), dataset)
-    pq.update(gt, pred, png)
-    miou.update(gt // dataset.label_divisor, pred // dataset.label_divisor, png)
-  result = pq.result()
-  out = {k: result[k] for k in ('PQ', 'SQ', 'RQ', 'PQ_things', 'PQ_stuff')}
-  out['mIoU'] = miou.result()['mIoU']
-  out['num_frames'] = len(annotations)
-  return out
-
-
 def main(argv=None) -> int:
   parser = argparse.ArgumentParser(description=__doc__.split('\n')[0])
   for flag in ('--gin_file', '--gin_bindings'):
@@ -476,8 +425,8 @@ def main(argv=None) -> int:
       return 0
   print(f'{args.output_dir}: done')
   if args.hidden_gt_root:
-    quality = measure_pseudo_label_quality(args.output_dir, args.hidden_gt_root,
-                                           dataset=info)
+    quality = label_quality.measure_pseudo_label_quality(
+        panoptic_json_path(args.output_dir), args.hidden_gt_root, dataset=info)
     print(json.dumps(quality, sort_keys=True))
   return 0
 

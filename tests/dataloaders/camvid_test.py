@@ -14,6 +14,7 @@ from official_naive_student.dataloaders import camvid
 from official_naive_student.dataloaders import cityscapes_files
 from official_naive_student.dataloaders import decode
 from official_naive_student.dataloaders import input_pipeline as ip
+from official_naive_student.naive_student import label_quality
 from official_naive_student.naive_student import pseudo_label_stage
 
 # sequence -> frame numbers (unsorted on purpose; CamVid pads them differently).
@@ -121,6 +122,9 @@ def test_record_functions(root, monkeypatch):
   assert len(unlabeled) == 9 - 3 and not any(r.has_label for r in unlabeled)
   assert ({r.image_id for r in labeled} | {r.image_id for r in unlabeled} ==
           {r.image_id for r in camvid.find_records(root, 'train').labeled})
+  dropped = camvid.camvid_dropped_label_records(root, 'train', 4)
+  assert [r.image_id for r in dropped] == [r.image_id for r in unlabeled]
+  assert all(r.has_label for r in dropped)
   val = camvid.camvid_labeled_records(root, 'val', keep_every_k=1)
   assert [r.image_id for r in val] == ['0016E5_07959', '0016E5_07961']
   # No root: the default one.
@@ -171,6 +175,32 @@ def test_pseudo_labels_round_trip_with_camvid_ids(root, tmp_path):
     camvid.camvid_pseudo_labeled_records(root)
   with pytest.raises(FileNotFoundError, match='no annotation'):
     camvid.camvid_pseudo_labeled_records(root, json_path, offset=1)
+
+
+def test_pseudo_label_quality_against_the_dropped_labels(root, tmp_path):
+  """The hidden human labels score 100; a wrong frame lowers mIoU; none: error."""
+  info = datasets.CAMVID
+  dropped = camvid.camvid_dropped_label_records(root)
+  out = str(tmp_path / 'labels')
+  for record in dropped:
+    pseudo_label_stage.write_frame(out, record.image_id,
+                                   decode.decode_label(record, info), info)
+  json_path = pseudo_label_stage.merge_pseudo_labels(out, info)
+  quality = label_quality.measure_against_records(json_path, dropped, info)
+  assert quality['mIoU'] == pytest.approx(100.0)
+  assert quality['PQ'] == pytest.approx(100.0)
+  assert quality['num_frames'] == len(dropped)
+  wrong = decode.decode_label(dropped[0], info)
+  pseudo_label_stage.write_frame(
+      out, dropped[0].image_id,
+      np.full_like(wrong, 3 * info.label_divisor), info)
+  json_path = pseudo_label_stage.merge_pseudo_labels(out, info)
+  quality = label_quality.measure_against_records(json_path, dropped, info)
+  assert quality['mIoU'] < 100.0
+  # Class 3 (label id 3) now covers a whole frame: more labeled than true pixels.
+  assert quality['class_pixel_ratio'][info.class_names[3]] > 1.0
+  with pytest.raises(KeyError, match=dropped[0].image_id):
+    label_quality.measure_against_records(json_path, dropped[1:], info)
 
 
 def test_panoptic_json_category_ids_are_checked_in_camvid_space(root, tmp_path):

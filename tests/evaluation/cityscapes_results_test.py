@@ -9,6 +9,8 @@ import pytest
 from PIL import Image
 
 from official_naive_student import datasets
+from official_naive_student.dataloaders import cityscapes_files
+from official_naive_student.dataloaders import decode
 from official_naive_student.evaluation import cityscapes_results
 
 DS = datasets.CITYSCAPES
@@ -91,6 +93,24 @@ def test_bad_image_id_and_unknown_train_id(tmp_path):
   with pytest.raises(ValueError, match='unknown train id'):
     cityscapes_results.write_semantic(str(tmp_path), IMAGE_ID,
                                       np.full((2, 2), 19))
+
+
+def test_panoptic_png_round_trip_keeps_crowd(tmp_path):
+  """A thing with instance 0 (crowd) is written iscrowd 1 and reads back as crowd."""
+  info = datasets.CITYSCAPES
+  d, person = info.label_divisor, info.thing_train_ids[0]
+  void = info.ignore_label * d
+  pan = np.array([[0, person * d, person * d + 1, person * d + 2],
+                  [void, person * d, person * d + 1, 0]])
+  ann = cityscapes_results.write_panoptic_png(
+      str(tmp_path), 'synthburg_000000_000019', pan, info)
+  crowd = {s['id']: s['iscrowd'] for s in ann['segments_info']}
+  assert crowd == {7000: 0, 24000: 1, 24001: 0, 24002: 0}
+  segments = [cityscapes_files.Segment(s['id'], s['category_id'], s['iscrowd'],
+                                       s['area']) for s in ann['segments_info']]
+  back = decode.decode_panoptic_png(str(tmp_path / ann['file_name']), segments,
+                                    info)
+  np.testing.assert_array_equal(back, pan)
 
 
 def test_camvid_panoptic_png_keeps_class_zero(tmp_path):

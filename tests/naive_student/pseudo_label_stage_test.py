@@ -24,7 +24,10 @@ from official_naive_student.dataloaders import decode
 from official_naive_student.dataloaders import input_pipeline
 from official_naive_student.dataloaders.synthetic import writer
 from official_naive_student.modeling import presets
+from official_naive_student.evaluation import panoptic_quality
 from official_naive_student.naive_student import ego_car
+from official_naive_student.naive_student import label_quality
+from official_naive_student.naive_student import oracle_labels
 from official_naive_student.naive_student import pseudo_label_stage as pls
 from official_naive_student.tasks import panoptic_deeplab as task_lib
 
@@ -193,22 +196,48 @@ def test_killed_and_sharded_runs_label_every_frame_once(setup):
     np.testing.assert_array_equal(sharded[image_id], label)
 
 
-def test_quality_is_100_on_the_ground_truth(setup):
+def test_oracle_labels_are_the_ground_truth(setup):
+  """Oracle labels read back (crowd included) as the ground truth, PQ 100."""
   hidden = os.path.join(setup['root'], 'hidden_gt')
   out = str(setup['base'] / 'from_gt')
-  for record in setup['records']:
-    city = record.sequence_id.split('_')[0]
-    base = os.path.join(hidden, 'gtFine', 'train', city, record.image_id)
-    gt = decode.decode_gtfine(base + '_gtFine_labelIds.png',
-                              base + '_gtFine_instanceIds.png', INFO)
-    pls.write_frame(out, record.image_id, gt, INFO)
-  pls.merge_pseudo_labels(out)
-  quality = pls.measure_pseudo_label_quality(out, hidden, 'train')
+  assert oracle_labels.oracle_labels(None, out, setup['records'], hidden) == out
+  quality = label_quality.measure_pseudo_label_quality(
+      pls.panoptic_json_path(out), hidden, 'train')
   assert quality['num_frames'] == NUM_FRAMES
   assert quality['PQ'] == pytest.approx(100.0)
   assert quality['PQ_things'] == pytest.approx(100.0)
   assert quality['mIoU'] == pytest.approx(100.0)
-  teacher = pls.measure_pseudo_label_quality(setup['full'], hidden)
+  present = [v for v in quality['class_pixel_ratio'].values() if v is not None]
+  assert present and all(v == pytest.approx(1.0) for v in present)
+  assert all(v in (None, pytest.approx(100.0))
+             for v in quality['class_IoU'].values())
+  records = cf.find_records(setup['root'], 'train-sequence',
+                            panoptic_json=pls.panoptic_json_path(out))
+  for record in records:
+    gt = panoptic_quality.panoptic_from_instance_ids(
+        label_quality.hidden_instance_ids(hidden, 'train', record.image_id), INFO)
+    got = decode.decode_label(record, INFO)
+    # The same classes, crowd and segments (instances are renumbered 1, 2, ...).
+    np.testing.assert_array_equal(got // INFO.label_divisor,
+                                  gt // INFO.label_divisor)
+    np.testing.assert_array_equal(got % INFO.label_divisor == 0,
+                                  gt % INFO.label_divisor == 0)
+    pairs = np.unique(np.stack([gt.ravel(), got.ravel()]), axis=1)
+    assert pairs.shape[1] == len(np.unique(gt)) == len(np.unique(got))
+  # Resumes per frame: a DONE folder is left alone, an unfinished one refilled.
+  fragment = pls.fragment_path(out, records[0].image_id)
+  with open(pls.panoptic_json_path(out)) as f:
+    merged = json.load(f)
+  os.remove(fragment)
+  oracle_labels.oracle_labels(None, out, setup['records'], hidden)
+  assert not os.path.exists(fragment)
+  os.remove(os.path.join(out, file_io.DONE_MARKER))
+  oracle_labels.oracle_labels(None, out, setup['records'], hidden)
+  assert os.path.exists(fragment) and file_io.is_done(out)
+  with open(pls.panoptic_json_path(out)) as f:
+    assert json.load(f) == merged
+  teacher = label_quality.measure_pseudo_label_quality(
+      pls.panoptic_json_path(setup['full']), hidden)
   assert teacher['PQ'] < 50.0 and teacher['mIoU'] < 50.0  # Random Teacher.
 
 
