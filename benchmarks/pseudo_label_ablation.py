@@ -39,6 +39,11 @@ _MODEL_DIR = flags.DEFINE_string('model_dir', None, 'The chain folder.',
 _GIN_FILE = flags.DEFINE_multi_string('gin_file', ['demo/naive_student.gin'],
                                       'The chain config.')
 _GIN_BINDINGS = flags.DEFINE_multi_string('gin_bindings', [], 'Gin bindings.')
+_CLASSES = flags.DEFINE_list(
+    'classes', ['pole', 'traffic light', 'person', 'bus'],
+    'Classes whose IoU and labeled/true pixel ratio are also printed.')
+_VOID_VARIANTS = flags.DEFINE_list(
+    'ego_car_void', ['yes', 'no'], 'Ego-car void variants to label.')
 _MAX_SEQUENCES = flags.DEFINE_integer(
     'max_sequences', 4, 'Label the frames of this many snippets (0: all).')
 
@@ -87,11 +92,12 @@ def main(argv):
     records = [r for r in records if r.sequence_id in keep]
   print(f'{len(records)} frames of {min(len(sequences), _MAX_SEQUENCES.value or 10**9)} '
         f'snippets; TTA = scales {tuple(tta_scales)} flip {tta_flip}')
-  print('| iteration | TTA | ego-car void | PQ | mIoU | ego_labeled_% |')
-  print('|---|---|---|---:|---:|---:|')
+  extra = ''.join(f' {c} IoU / ratio |' for c in _CLASSES.value)
+  print('| iteration | TTA | ego-car void | PQ | mIoU | ego_labeled_% |' + extra)
+  print('|---|---|---|---:|---:|---:|' + '---:|' * len(_CLASSES.value))
   for iteration, checkpoint in _teachers(_MODEL_DIR.value):
     for tta in (False, True):
-      for void in (True, False):
+      for void in [v == 'yes' for v in _VOID_VARIANTS.value]:
         with tempfile.TemporaryDirectory() as out:
           label(checkpoint, out, records=records,
                 scales=tta_scales if tta else (1.0,),
@@ -99,9 +105,13 @@ def main(argv):
           quality = label_quality.measure_pseudo_label_quality(
               pls.panoptic_json_path(out), hidden_root)
           share = _ego_labeled_share(out, records, datasets.SYNTHETIC)
+        cells = ''.join(
+            f' {quality["class_IoU"][c] or 0:.1f} / '
+            f'{quality["class_pixel_ratio"][c] or 0:.2f} |'
+            for c in _CLASSES.value)
         print(f'| {iteration} | {"yes" if tta else "no"} | '
               f'{"yes" if void else "no"} | {quality["PQ"]:.2f} | '
-              f'{quality["mIoU"]:.2f} | {share:.1f} |', flush=True)
+              f'{quality["mIoU"]:.2f} | {share:.1f} |' + cells, flush=True)
   return 0
 
 
