@@ -19,7 +19,6 @@ import tempfile
 from absl import app
 from absl import flags
 import gin
-import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 # pylint: disable=g-import-not-at-top,wrong-import-position

@@ -50,11 +50,8 @@ from official_naive_student.core import file_io
 from official_naive_student.core import gin_utils
 from official_naive_student.core import progress as progress_lib
 from official_naive_student.dataloaders import cityscapes_files
-from official_naive_student.dataloaders import decode
 from official_naive_student.dataloaders import input_pipeline
 from official_naive_student.evaluation import cityscapes_results
-from official_naive_student.evaluation import panoptic_quality
-from official_naive_student.evaluation import semantic_iou
 from official_naive_student.naive_student import ego_car
 from official_naive_student.naive_student import label_quality
 from official_naive_student.post_processing import tta

@@ -16,7 +16,6 @@ import sys
 from typing import List, Optional, Sequence
 
 import numpy as np
-from PIL import Image
 
 from official_naive_student import datasets
 from official_naive_student.core import file_io

@@ -1,7 +1,6 @@
 """Tests for whole-image inference in tiles."""
 
 import keras
-import numpy as np
 import tensorflow as tf
 from absl.testing import parameterized
 

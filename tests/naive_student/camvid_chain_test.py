@@ -13,7 +13,6 @@ import shutil
 
 import numpy as np
 from PIL import Image
-import pytest
 import tensorflow as tf
 
 from official_naive_student import datasets

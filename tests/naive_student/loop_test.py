@@ -7,7 +7,6 @@ that re-running a finished chain trains and labels nothing.
 
 import os
 
-import pytest
 
 from official_naive_student.core import gin_utils
 from official_naive_student.core import train_lib

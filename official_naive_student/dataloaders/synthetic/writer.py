@@ -18,7 +18,7 @@ import json
 import multiprocessing
 import os
 import shutil
-from typing import Any, Dict, List, Mapping, Optional
+from typing import Any, Dict, Mapping, Optional
 
 import gin
 import numpy as np
