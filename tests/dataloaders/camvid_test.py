@@ -15,6 +15,7 @@ from official_naive_student.dataloaders import cityscapes_files
 from official_naive_student.dataloaders import decode
 from official_naive_student.dataloaders import input_pipeline as ip
 from official_naive_student.naive_student import label_quality
+from official_naive_student.naive_student import oracle_labels
 from official_naive_student.naive_student import pseudo_label_stage
 
 # sequence -> frame numbers (unsorted on purpose; CamVid pads them differently).
@@ -182,10 +183,9 @@ def test_pseudo_label_quality_against_the_dropped_labels(root, tmp_path):
   info = datasets.CAMVID
   dropped = camvid.camvid_dropped_label_records(root)
   out = str(tmp_path / 'labels')
-  for record in dropped:
-    pseudo_label_stage.write_frame(out, record.image_id,
-                                   decode.decode_label(record, info), info)
-  json_path = pseudo_label_stage.merge_pseudo_labels(out, info)
+  # Oracle labels: the dropped human labels, written as pseudo-labels.
+  oracle_labels.oracle_labels(None, out, dropped, dataset_name='camvid')
+  json_path = pseudo_label_stage.panoptic_json_path(out)
   quality = label_quality.measure_against_records(json_path, dropped, info)
   assert quality['mIoU'] == pytest.approx(100.0)
   assert quality['PQ'] == pytest.approx(100.0)
@@ -201,6 +201,10 @@ def test_pseudo_label_quality_against_the_dropped_labels(root, tmp_path):
   assert quality['class_pixel_ratio'][info.class_names[3]] > 1.0
   with pytest.raises(KeyError, match=dropped[0].image_id):
     label_quality.measure_against_records(json_path, dropped[1:], info)
+  unlabeled = camvid.camvid_unlabeled_records(root)
+  with pytest.raises(ValueError, match='no label and no hidden_gt_root'):
+    oracle_labels.oracle_labels(None, str(tmp_path / 'none'), unlabeled,
+                                dataset_name='camvid')
 
 
 def test_panoptic_json_category_ids_are_checked_in_camvid_space(root, tmp_path):
