@@ -12,6 +12,7 @@ import gin
 import keras
 
 from official_naive_student import common
+from official_naive_student.modeling.layers import replica_random
 
 
 @gin.register
@@ -41,7 +42,7 @@ class ImageNetClassifier(keras.Model):
     self.dropout_rate = dropout_rate
     self.pool = keras.layers.GlobalAveragePooling2D(name='pool')
     self.dropout: Optional[keras.layers.Layer] = (
-        keras.layers.Dropout(dropout_rate, name='dropout')
+        replica_random.Dropout(dropout_rate, name='dropout')
         if dropout_rate > 0 else None)
     self.classifier = keras.layers.Dense(num_classes, name='logits')
 

@@ -23,6 +23,7 @@ import keras
 import tensorflow as tf
 
 from official_naive_student.modeling.layers import conv_norm
+from official_naive_student.modeling.layers import replica_random
 from official_naive_student.modeling.layers import resize
 
 # DeepLabv3's atrous rates at output stride 16; they scale with 16 / OS.
@@ -93,7 +94,7 @@ class ASPP(keras.layers.Layer):
         for i, rate in enumerate(self._config['atrous_rates']))
     self.pool_conv = conv(1, 1, 'pool_conv')
     self.projection = conv(1, 1, 'projection')
-    self.dropout = keras.layers.Dropout(dropout_rate, name='dropout')
+    self.dropout = replica_random.Dropout(dropout_rate, name='dropout')
 
   def image_pooling(self, x, training=None):
     """Pooled context, projected and spread back over the [h, w] grid."""

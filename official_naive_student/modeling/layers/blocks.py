@@ -14,8 +14,10 @@ from typing import Optional, Sequence
 
 import gin
 import keras
+import tensorflow as tf
 
 from official_naive_student.modeling.layers import conv_norm
+from official_naive_student.modeling.layers import replica_random
 
 
 @gin.register
@@ -25,7 +27,8 @@ class DropPath(keras.layers.Layer):
 
   Kept samples are scaled by 1 / keep_prob so the expectation matches inference,
   where the layer is the identity (Huang et al., "Deep Networks with Stochastic
-  Depth", ECCV 2016; DeepLab2 `model/layers/drop_path.py`).
+  Depth", ECCV 2016; DeepLab2 `model/layers/drop_path.py`). Each replica of a
+  distributed step draws its own masks (`replica_random`).
 
   Args:
     keep_prob: float in (0, 1]. Probability that a sample keeps the branch.
@@ -45,8 +48,8 @@ class DropPath(keras.layers.Layer):
   def call(self, x, training=None):
     if not training or self.keep_prob >= 1.0:
       return x
-    shape = (keras.ops.shape(x)[0],) + (1,) * (len(x.shape) - 1)
-    noise = keras.random.uniform(shape, dtype=x.dtype, seed=self.seed_generator)
+    shape = tf.stack([tf.shape(x)[0]] + [1] * (len(x.shape) - 1))
+    noise = replica_random.uniform(shape, self.seed_generator, x.dtype)
     mask = keras.ops.floor(self.keep_prob + noise)
     return x * (mask / self.keep_prob)
 
