@@ -37,6 +37,14 @@ import os
 import sys
 from typing import Callable, Dict, Optional, Sequence
 
+if __name__ == '__main__':
+  # `python -m` runs this file as __main__, and the gin files import it again
+  # under its package name: two registered `pseudo_label`s would make every
+  # binding of it ambiguous. Run the package module instead, before this copy
+  # registers anything.
+  from official_naive_student.naive_student import pseudo_label_stage
+  sys.exit(pseudo_label_stage.main())
+
 from absl import logging
 import gin
 import numpy as np
@@ -427,6 +435,3 @@ def main(argv=None) -> int:
     print(json.dumps(quality, sort_keys=True))
   return 0
 
-
-if __name__ == '__main__':
-  sys.exit(main())

@@ -9,11 +9,15 @@ inference, and the quality measure is exact (100 on the ground truth itself).
 import functools
 import json
 import os
+import shutil
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
+import official_naive_student
 from official_naive_student import common
 from official_naive_student import datasets
 from official_naive_student.core import evaluator
@@ -239,6 +243,29 @@ def test_oracle_labels_are_the_ground_truth(setup):
   teacher = label_quality.measure_pseudo_label_quality(
       pls.panoptic_json_path(setup['full']), hidden)
   assert teacher['PQ'] < 50.0 and teacher['mIoU'] < 50.0  # Random Teacher.
+
+
+def test_module_cli_with_a_gin_file(setup, tmp_path):
+  """`python -m ...pseudo_label_stage --gin_file F`, F importing the module.
+
+  The module then exists twice (as __main__ and by its package name); a gin
+  binding of `pseudo_label` must still resolve to one configurable.
+  """
+  out = str(tmp_path / 'labels')
+  shutil.copytree(setup['full'], out)
+  config = tmp_path / 'labels.gin'
+  config.write_text('import official_naive_student.naive_student.'
+                    'pseudo_label_stage\npseudo_label.flip = True\n')
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(
+      official_naive_student.__file__)))
+  run = subprocess.run(
+      [sys.executable, '-m',
+       'official_naive_student.naive_student.pseudo_label_stage',
+       '--gin_file', str(config), '--output_dir', out, '--merge_only'],
+      cwd=repo, env={**os.environ, 'PYTHONPATH': repo}, capture_output=True,
+      text=True, timeout=300)
+  assert run.returncode == 0, run.stderr[-2000:]
+  assert f'{out}: done' in run.stdout
 
 
 def test_cli_with_gin_and_tta(setup, capsys):
