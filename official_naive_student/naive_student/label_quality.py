@@ -45,9 +45,10 @@ def _measure(json_path: str, ground_truth: Callable[[str], np.ndarray],
   pq = panoptic_quality.PanopticQuality(dataset)
   miou = semantic_iou.SemanticIoU(dataset)
   annotations = cityscapes_files.read_panoptic_json(json_path)
+  label_ids = decode.panoptic_category_ids(dataset)
   for image_id, (png, segments) in sorted(annotations.items()):
     pred = decode.decode_panoptic_png(png, segments, dataset,
-                                      valid_label_ids=decode.panoptic_category_ids(dataset))
+                                      valid_label_ids=label_ids)
     gt = ground_truth(image_id)
     pq.update(gt, pred, png)
     miou.update(gt // dataset.label_divisor, pred // dataset.label_divisor, png)
