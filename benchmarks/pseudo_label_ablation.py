@@ -41,8 +41,9 @@ _GIN_BINDINGS = flags.DEFINE_multi_string('gin_bindings', [], 'Gin bindings.')
 _CLASSES = flags.DEFINE_list(
     'classes', ['pole', 'traffic light', 'person', 'bus'],
     'Classes whose IoU and labeled/true pixel ratio are also printed.')
-_VOID_VARIANTS = flags.DEFINE_list(
-    'ego_car_void', ['yes', 'no'], 'Ego-car void variants to label.')
+_VOID_VARIANTS = flags.DEFINE_multi_enum(
+    'ego_car_void', ['yes', 'no'], ['yes', 'no'],
+    'Ego-car void variants to label (repeat the flag for both).')
 _MAX_SEQUENCES = flags.DEFINE_integer(
     'max_sequences', 4, 'Label the frames of this many snippets (0: all).')
 

@@ -12,7 +12,6 @@ AP is left out: hard pseudo-labels carry no confidences to rank.
 import os
 from typing import Callable, Dict, Optional, Sequence
 
-import gin
 import numpy as np
 from PIL import Image
 
@@ -96,9 +95,8 @@ def measure_pseudo_label_quality(
                   dataset)
 
 
-@gin.register
 def measure_against_records(
-    json_path: str, records: Sequence[cityscapes_files.Record] = gin.REQUIRED,
+    json_path: str, records: Sequence[cityscapes_files.Record],
     dataset: datasets.DatasetInfo = datasets.CITYSCAPES) -> Dict[str, object]:
   """Like `measure_pseudo_label_quality`, with the human labels of `records`.
 

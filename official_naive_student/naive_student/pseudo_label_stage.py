@@ -6,9 +6,10 @@ flip, averaging semantic probabilities, center heatmaps and offsets), voids the
 ego car of each snippet, and trains the Student on these hard labels. The loop
 closes through files: labels are written in exactly the panoptic format of
 cityscapesscripts' `csCreatePanopticImgs` (one COCO json plus RGB PNGs, id = R +
-256 G + 65536 B, `category_id` = label id, iscrowd 0 on every predicted segment), so the Student reads them
-with `cityscapes_files.find_records(panoptic_json=...)` and the same
-`InputPipeline` as human labels.
+256 G + 65536 B, `category_id` = label id, iscrowd 0 on every predicted
+segment), so the Student reads them with
+`cityscapes_files.find_records(panoptic_json=...)` and the same `InputPipeline`
+as human labels.
 
 Output folder:
   cityscapes_panoptic_pseudo/<image_id>_panoptic.png   one PNG per frame

@@ -27,8 +27,9 @@ def replica_seed(seed_generator: keras.random.SeedGenerator) -> tf.Tensor:
       seed, tf.cast(context.replica_id_in_sync_group, tf.int64))
 
 
-def uniform(shape, seed_generator: keras.random.SeedGenerator, dtype) -> tf.Tensor:
-  """U[0, 1) noise of `shape` in `dtype`, drawn in float32 (any precision policy)."""
+def uniform(shape, seed_generator: keras.random.SeedGenerator,
+            dtype) -> tf.Tensor:
+  """U[0, 1) noise of `shape` in `dtype`, drawn in float32 (any policy)."""
   noise = tf.random.stateless_uniform(shape, seed=replica_seed(seed_generator),
                                       dtype=tf.float32)
   return tf.cast(noise, dtype)
