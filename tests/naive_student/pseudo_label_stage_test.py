@@ -69,7 +69,7 @@ def setup(tmp_path_factory):
   tta_infer = evaluator.make_inference_fn(model, task.build_post_processor(),
                                           pls.make_tta_fn((1.0,), False))
   return dict(base=base, root=root, teacher_dir=teacher_dir, records=records,
-              full=full, plain=plain, tta_infer=tta_infer)
+              full=full, model=model, plain=plain, tta_infer=tta_infer)
 
 
 def _labels(output_dir):
@@ -79,12 +79,22 @@ def _labels(output_dir):
           for k, (png, segments) in annotations.items()}
 
 
-def _same_partition(a, b):
-  """Equal semantics and the same segments, whatever the instance numbers."""
-  if not np.array_equal(a // 1000, b // 1000):
-    return False
-  pairs = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1)
-  return pairs.shape[1] == np.unique(a).size == np.unique(b).size
+def _partition_agreement(a, b):
+  """Share of pixels in the same segment pairing, whatever the instance numbers.
+
+  Each segment of one map is paired with the segment of the other that covers
+  most of it; 1.0 means equal semantics and the same segments.
+  """
+  pairs, counts = np.unique(np.stack([a.ravel(), b.ravel()]), axis=1,
+                            return_counts=True)
+  shares = []
+  for side in (0, 1):
+    best = {}
+    for key, count in zip(pairs[side], counts):
+      best[key] = max(best.get(key, 0), count)
+    shares.append(sum(best.values()))
+  same_class = pairs[0] // 1000 == pairs[1] // 1000
+  return min(min(shares), counts[same_class].sum()) / a.size
 
 
 def test_labels_read_back_and_train(setup):
@@ -108,6 +118,20 @@ def test_labels_read_back_and_train(setup):
   assert labels[common.GT_OFFSET].shape == (2, H, W, 2)
 
 
+def _agreement(a, b):
+  """Share of pixels where two id maps are equal."""
+  return float(np.mean(a == b))
+
+
+# TTA at scale 1 and plain inference run different float paths (softmax
+# averaging, resizes of size 1), so ids may differ where two classes or two
+# centers tie to rounding: on AMD EPYC, 1 pixel of 8192 did. A real TTA bug
+# (a shifted, flipped or rescaled view) moves the outputs by far more than the
+# tolerances below and changes far more pixels.
+_OUTPUT_ATOL = 1e-4
+_MIN_AGREEMENT = 0.995
+
+
 def test_tta_identity_is_plain_inference_and_ego_car_is_void(setup):
   labels = _labels(setup['full'])
   masks = ego_car.snippet_masks(setup['records'])
@@ -115,15 +139,26 @@ def test_tta_identity_is_plain_inference_and_ego_car_is_void(setup):
   ego_needed = 0
   for record in setup['records']:
     image = decode.decode_image(record.image_path)[np.newaxis]
+    raw = setup['model'](tf.constant(image, tf.float32), training=False)
+    via_tta_raw = pls.make_tta_fn((1.0,), False)(
+        lambda x: setup['model'](x, training=False),
+        tf.constant(image, tf.float32))
+    probs = tf.nn.softmax(raw[common.PRED_SEMANTIC_LOGITS]).numpy()
+    np.testing.assert_allclose(via_tta_raw[common.PRED_SEMANTIC_PROBS], probs,
+                               atol=_OUTPUT_ATOL)
+    for key in (common.PRED_CENTER_HEATMAP, common.PRED_OFFSET):
+      np.testing.assert_allclose(via_tta_raw[key], raw[key], atol=_OUTPUT_ATOL)
     plain = setup['plain'](image)[common.PRED_PANOPTIC].numpy()[0]
     via_tta = setup['tta_infer'](image)[common.PRED_PANOPTIC].numpy()[0]
-    np.testing.assert_array_equal(via_tta, plain)
+    assert _agreement(via_tta // 1000, plain // 1000) >= _MIN_AGREEMENT
+    assert _agreement(via_tta, plain) >= _MIN_AGREEMENT
     mask = ego_car.mask_for(record, masks)
     ego_needed += int((plain[mask] != VOID).any())
     label = labels[record.image_id]
     assert (label[mask] == VOID).all(), record.image_id
     expected = ego_car.apply_ego_car_void(plain, mask, VOID)
-    assert _same_partition(label, expected), record.image_id
+    assert _partition_agreement(label, expected) >= _MIN_AGREEMENT, (
+        record.image_id)
   assert ego_needed > 0  # The Teacher did label the ego car somewhere.
 
 
