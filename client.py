@@ -7,7 +7,9 @@
 
 Images are decoded here (so the overlay shows what the model saw) and sent as
 lossless PNG bytes to `serving_default`, or as uint8 pixels to `serve_images`.
-The outputs are written as predict.py writes them (see docs/serving.md).
+The outputs are written as predict.py writes them (see docs/serving.md); a
+file that cannot be read, or that the server refuses, is skipped and reported
+as predict.py does (exit status 1).
 """
 
 import os
@@ -50,8 +52,7 @@ def main(argv):
                                   _MODEL_NAME.value, _VERSION.value,
                                   columnar=_COLUMNAR.value)
   predictor = client_lib.make_predictor(client, _SIGNATURE.value)
-  predict_lib.predict_files(predictor, paths, _OUTPUT.value, info)
-  print(f'Wrote answers for {len(paths)} images to {_OUTPUT.value}', flush=True)
+  return predict_lib.predict_and_report(predictor, paths, _OUTPUT.value, info)
 
 
 if __name__ == '__main__':

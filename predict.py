@@ -8,6 +8,8 @@
 writes, per input, `<name>_panoptic.png` (cityscapesscripts RGB encoding),
 `<name>_trainIds.png`, `<name>_labelIds.png`, `<name>_instanceIds.png` and
 `<name>_overlay.png` (see official_naive_student/serving/prediction_pngs.py).
+An unreadable or corrupt image is reported and skipped; the exit status is 1
+and the last lines list every failed file with its reason.
 """
 
 import os
@@ -54,9 +56,7 @@ def main(argv):
     predictor, info = predict_lib.checkpoint_predictor(
         task, _CHECKPOINT.value, [float(s) for s in _TTA_SCALES.value],
         _TTA_FLIP.value)
-  predict_lib.predict_files(predictor, paths, _OUTPUT.value, info)
-  print(f'Wrote predictions of {len(paths)} images to {_OUTPUT.value}',
-        flush=True)
+  return predict_lib.predict_and_report(predictor, paths, _OUTPUT.value, info)
 
 
 if __name__ == '__main__':

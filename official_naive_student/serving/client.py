@@ -31,6 +31,14 @@ class ServingError(RuntimeError):
   """The server refused a request; the message is the server's."""
 
 
+class InvalidInputError(ServingError):
+  """The server refused the request's inputs (HTTP 400, INVALID_ARGUMENT).
+
+  Unlike other ServingErrors (no such model, server down), the next image
+  may well succeed.
+  """
+
+
 def _check_images(images) -> np.ndarray:
   images = np.asarray(images)
   if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
@@ -86,7 +94,8 @@ class RestClient:
         detail = json.loads(detail).get('error', detail)
       except json.JSONDecodeError:
         pass
-      raise ServingError(f'{self.predict_url}: HTTP {e.code}: {detail}') from e
+      error = InvalidInputError if e.code == 400 else ServingError
+      raise error(f'{self.predict_url}: HTTP {e.code}: {detail}') from e
     if 'outputs' in answer:
       return _as_arrays(answer['outputs'])
     predictions = answer['predictions']
@@ -151,7 +160,10 @@ class GrpcClient:
     try:
       response = self._stub.Predict(request, timeout=self.timeout)
     except self._grpc.RpcError as e:
-      raise ServingError(f'{self.target}: {e.code().name}: {e.details()}') from e
+      error = (InvalidInputError
+               if e.code() == self._grpc.StatusCode.INVALID_ARGUMENT
+               else ServingError)
+      raise error(f'{self.target}: {e.code().name}: {e.details()}') from e
     return {key: self._tf.make_ndarray(proto)
             for key, proto in response.outputs.items()}
 

@@ -24,6 +24,7 @@ Grappler folds such checks away and a wrong input fails deep inside the model.
 The dtype is checked by the signature itself.
 """
 
+import re
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
 import tensorflow as tf
@@ -41,6 +42,17 @@ OUTPUT_KEYS = (common.PRED_PANOPTIC, common.PRED_SEMANTIC,
 
 _PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 _JPEG_MAGIC = b'\xff\xd8\xff'
+
+
+def error_message(error: Exception) -> str:
+  """An error's text on one line; for a failed assert, only the assert's text.
+
+  The signatures' asserts name the offending field; TF wraps that text in
+  lines of graph-execution boilerplate that callers should not have to read.
+  """
+  text = getattr(error, 'message', None) or str(error)
+  match = re.search(r'assertion failed: \[(.*?)\]\s*(\n|\[\[|$)', text, re.S)
+  return ' '.join((match.group(1) if match else text).split())
 
 
 def make_tta_fn(scales: Sequence[float] = (1.0,),

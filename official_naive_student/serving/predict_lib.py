@@ -4,11 +4,14 @@
 (`evaluator.make_inference_fn`), the SavedModel path the exported
 `serve_images` signature, which computes the same labels; either way each
 image gets the PNGs of `prediction_pngs` and a progress line is printed.
+An image that cannot be read, or that the model or server refuses, is reported
+by its path and skipped: one bad file in a folder must not cost the others.
 """
 
 import glob
 import os
-from typing import Callable, Dict, List, Optional, Sequence
+import sys
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 from PIL import Image
@@ -17,6 +20,7 @@ import tensorflow as tf
 from official_naive_student import datasets
 from official_naive_student.core import evaluator
 from official_naive_student.core import progress as progress_lib
+from official_naive_student.serving import client as client_lib
 from official_naive_student.serving import export_lib
 from official_naive_student.serving import export_module
 from official_naive_student.serving import prediction_pngs
@@ -24,6 +28,32 @@ from official_naive_student.serving import prediction_pngs
 IMAGE_EXTENSIONS = ('.png', '.jpg', '.jpeg')
 
 Predictor = Callable[[np.ndarray], Dict[str, np.ndarray]]
+
+# What condemns one input and not the run: PIL raises OSError for unreadable,
+# unknown or truncated files, SyntaxError for broken PNG chunks and
+# DecompressionBombError for absurd sizes; the model (over its pixel budget,
+# say) and a server answer a bad image with InvalidArgument.
+_READ_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+_PREDICT_ERRORS = (tf.errors.InvalidArgumentError, client_lib.InvalidInputError)
+
+
+class FailedImagesError(RuntimeError):
+  """Some images failed; every other one was written.
+
+  Attributes:
+    failures: [(path, reason)] in input order.
+    written: the output paths of the images that succeeded (as
+      `predict_files` returns them).
+  """
+
+  def __init__(self, failures: Sequence[Tuple[str, str]],
+               written: List[Dict[str, str]]):
+    self.failures = list(failures)
+    self.written = written
+    total = len(self.failures) + len(written)
+    super().__init__(f'{len(self.failures)} of {total} images failed (the '
+                     'others were written):\n' + '\n'.join(
+                         f'{path}: {reason}' for path, reason in self.failures))
 
 
 def list_images(pattern: str) -> List[str]:
@@ -94,6 +124,11 @@ def checkpoint_predictor(task, checkpoint: str,
   return predict, task.info
 
 
+def _reason(error: Exception) -> str:
+  """One line: the error's type and its message (a model's assert text)."""
+  return f'{type(error).__name__}: {export_module.error_message(error)}'
+
+
 def predict_files(predictor: Predictor, paths: Sequence[str], output_dir: str,
                   info: datasets.DatasetInfo,
                   progress: Optional[progress_lib.Progress] = None
@@ -102,6 +137,10 @@ def predict_files(predictor: Predictor, paths: Sequence[str], output_dir: str,
 
   Output names use the input's stem; inputs with the same stem in different
   folders would collide, so that is an error.
+
+  Raises:
+    FailedImagesError: after all other images are written, if some could not
+      be read or were refused (each is also reported on stderr at once).
   """
   stems = [os.path.splitext(os.path.basename(p))[0] for p in paths]
   duplicates = sorted({s for s in stems if stems.count(s) > 1})
@@ -110,10 +149,47 @@ def predict_files(predictor: Predictor, paths: Sequence[str], output_dir: str,
                      'overwrite each other')
   progress = progress or progress_lib.Progress(len(paths), unit='images',
                                                name='predict', every_seconds=0)
-  written = []
+  written, failures = [], []
+
+  def skip(path, error):
+    failures.append((path, _reason(error)))
+    print(f'skipped {path}: {failures[-1][1]}', file=sys.stderr, flush=True)
+    progress.update(1, extra=f'FAILED {os.path.basename(path)}')
+
   for path, stem in zip(paths, stems):
-    image = read_image(path)
+    try:
+      image = read_image(path)
+    except _READ_ERRORS as e:
+      skip(path, e)
+      continue
+    try:  # Not OSError here: a server that is down fails every image alike.
+      outputs = predictor(image)
+    except _PREDICT_ERRORS as e:
+      skip(path, e)
+      continue
     written.append(prediction_pngs.write_prediction(
-        output_dir, stem, image, predictor(image), info))
+        output_dir, stem, image, outputs, info))
     progress.update(1, extra=os.path.basename(path))
+  if failures:
+    raise FailedImagesError(failures, written)
   return written
+
+
+def predict_and_report(predictor: Predictor, paths: Sequence[str],
+                       output_dir: str, info: datasets.DatasetInfo) -> int:
+  """`predict_files` for the command lines; returns their exit status.
+
+  Prints how many images were written, then each failure on one line, and
+  returns 1 when there was one, else 0.
+  """
+  failed = None
+  try:
+    written = predict_files(predictor, paths, output_dir, info)
+  except FailedImagesError as e:
+    written, failed = e.written, e
+  print(f'Wrote predictions of {len(written)} images to {output_dir}',
+        flush=True)
+  if failed:
+    print(failed, file=sys.stderr, flush=True)
+    return 1
+  return 0

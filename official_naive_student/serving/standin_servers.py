@@ -31,6 +31,8 @@ import tensorflow as tf
 from tensorflow_serving.apis import predict_pb2
 from tensorflow_serving.apis import prediction_service_pb2_grpc
 
+from official_naive_student.serving import export_module
+
 DEFAULT_SIGNATURE = 'serving_default'
 _PREDICT_PATH = re.compile(
     r'^/v1/models/(?P<name>[^/:]+)(/versions/(?P<version>\d+))?:predict$')
@@ -76,7 +78,7 @@ class SignatureRunner:
     try:
       outputs = self.signatures[signature_name](**tensors)
     except (tf.errors.InvalidArgumentError, ValueError, TypeError) as e:
-      raise PredictError(_short_error(e)) from e
+      raise PredictError(export_module.error_message(e)) from e
     return {name: value.numpy() for name, value in outputs.items()}
 
 
@@ -105,13 +107,6 @@ def _to_tensor(name: str, value: Any, spec: tf.TensorSpec) -> tf.Tensor:
       raise PredictError(f'input {name!r} must be {spec.dtype.name}: values '
                          f'must be in [{info.min}, {info.max}]')
   return tf.constant(array.astype(want))
-
-
-def _short_error(error: Exception) -> str:
-  """The model's assertion text without TF's graph-execution boilerplate."""
-  text = getattr(error, 'message', None) or str(error)
-  match = re.search(r'assertion failed: \[(.*?)\]\s*(\n|\[\[|$)', text, re.S)
-  return match.group(1) if match else text.strip()
 
 
 # --- REST -------------------------------------------------------------------

@@ -2,6 +2,7 @@
 
 import base64
 import json
+import os
 import urllib.request
 
 import numpy as np
@@ -82,17 +83,18 @@ def test_raw_rest_request_as_curl_sends_it(servers, direct):
 
 def test_server_errors_reach_the_client_with_the_field_name(servers):
   rest = client_lib.RestClient(servers['rest'].url, 'panoptic')
-  with pytest.raises(client_lib.ServingError,
+  with pytest.raises(client_lib.InvalidInputError,
                      match=r'HTTP 400: encoded_images\[0\] is not a PNG'):
     rest.predict_encoded([b'hello'])
-  with pytest.raises(client_lib.ServingError, match='HTTP 404'):
+  with pytest.raises(client_lib.ServingError, match='HTTP 404') as raised:
     client_lib.RestClient(servers['rest'].url, 'other').predict_encoded([b'x'])
+  assert not isinstance(raised.value, client_lib.InvalidInputError)
   with pytest.raises(client_lib.ServingError,
                      match="input 'images' must be uint8, got float64"):
     rest.predict('serve_images', 'images', [[[[0.5, 0.5, 0.5]]]])
   grpc_client = client_lib.GrpcClient(servers['grpc'].target, 'panoptic')
   try:
-    with pytest.raises(client_lib.ServingError,
+    with pytest.raises(client_lib.InvalidInputError,
                        match="INVALID_ARGUMENT: input 'images' must be uint8"):
       grpc_client.predict('serve_images', 'images',
                           np.zeros([1, 4, 4, 3], np.float32))
@@ -112,3 +114,14 @@ def test_make_predictor_returns_one_image(servers, direct):
   for signature in (export_module.SERVING_DEFAULT, export_module.SERVE_IMAGES):
     got = client_lib.make_predictor(client, signature)(images[1])
     np.testing.assert_array_equal(got['panoptic'], want['panoptic'][1])
+
+
+def test_client_cli_skips_bad_images_and_exits_non_zero(
+    servers, bad_inputs, run_python, repo_root, check_bad_inputs_run,
+    tmp_path):
+  folder, bad = bad_inputs
+  out = tmp_path / 'out'
+  result = run_python([os.path.join(repo_root, 'client.py'),
+                       f'--server={servers["rest"].url}', f'--input={folder}',
+                       f'--output={out}'])
+  check_bad_inputs_run(result, str(out), bad)

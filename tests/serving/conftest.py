@@ -13,6 +13,7 @@ import sys
 import keras
 import numpy as np
 import pytest
+from PIL import Image
 import tensorflow as tf
 
 from official_naive_student.core import trainer as trainer_lib
@@ -88,6 +89,12 @@ def run_python():
 
 
 @pytest.fixture(scope='session')
+def repo_root():
+  """The repository root, where the command-line scripts are."""
+  return ROOT
+
+
+@pytest.fixture(scope='session')
 def make_images():
   """`fn(count=2, height=33, width=49, seed=0)` -> smooth uint8 images."""
   return _make_images
@@ -97,3 +104,49 @@ def make_images():
 def make_task():
   """`fn()` -> the tiny Cityscapes PanopticDeepLabTask the export uses."""
   return _make_task
+
+
+@pytest.fixture
+def bad_inputs(tmp_path):
+  """(folder, {bad path: words its reported reason must contain}).
+
+  Good a.png and e.png sorted around a truncated PNG, a cut JPEG and a file
+  that is no image at all.
+  """
+  folder = tmp_path / 'in'
+  folder.mkdir()
+  images = _make_images(2, 17, 25, seed=5)
+  Image.fromarray(images[0]).save(folder / 'a.png')
+  Image.fromarray(images[1]).save(folder / 'e.png')
+  Image.fromarray(images[0]).save(folder / 'b.png')
+  Image.fromarray(images[1]).save(folder / 'c.jpg', quality=90)
+  for name in ('b.png', 'c.jpg'):
+    data = (folder / name).read_bytes()
+    (folder / name).write_bytes(data[:len(data) * 2 // 3])
+  (folder / 'd.png').write_bytes(b'not an image at all')
+  return str(folder), {
+      str(folder / 'b.png'): 'truncated', str(folder / 'c.jpg'): 'truncated',
+      str(folder / 'd.png'): 'cannot identify image file'}
+
+
+def _check_bad_inputs_run(result, output_dir, bad):
+  """Asserts that a predict.py or client.py run skipped `bad_inputs` loudly.
+
+  Exit status 1, the good images written, and the last lines of stderr name
+  each bad file with its reason.
+  """
+  assert result.returncode == 1, result.stderr[-3000:]
+  assert f'Wrote predictions of 2 images to {output_dir}' in result.stdout
+  tail = result.stderr.strip().splitlines()[-len(bad):]
+  assert [line.split(': ')[0] for line in tail] == sorted(bad)
+  for line, path in zip(tail, sorted(bad)):
+    assert bad[path] in line, line
+  assert sorted(n for n in os.listdir(output_dir)
+                if n.endswith('_panoptic.png')) == ['a_panoptic.png',
+                                                    'e_panoptic.png']
+
+
+@pytest.fixture(scope='session')
+def check_bad_inputs_run():
+  """`fn(completed_process, output_dir, bad)` asserting the run's outcome."""
+  return _check_bad_inputs_run

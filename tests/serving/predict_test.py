@@ -91,3 +91,37 @@ def test_pngs_of_a_hand_made_prediction(tmp_path):
     prediction_pngs.write_prediction(
         str(tmp_path), 'y', image[:2],
         {common.PRED_PANOPTIC: panoptic, common.PRED_SEMANTIC: semantic}, INFO)
+
+
+def test_bad_images_are_reported_by_path_and_the_rest_written(
+    bad_inputs, tmp_path):
+  folder, bad = bad_inputs
+  seen = []
+
+  def predictor(image):
+    seen.append(image.shape)
+    return {common.PRED_PANOPTIC: np.zeros(image.shape[:2], np.int32),
+            common.PRED_SEMANTIC: np.zeros(image.shape[:2], np.int32)}
+
+  paths = predict_lib.list_images(str(folder))
+  with pytest.raises(predict_lib.FailedImagesError) as raised:
+    predict_lib.predict_files(predictor, paths, str(tmp_path / 'out'), INFO)
+  assert len(seen) == 2  # a.png and e.png, the one after the failures too.
+  assert [os.path.basename(w['panoptic']) for w in raised.value.written] == [
+      'a_panoptic.png', 'e_panoptic.png']
+  assert [p for p, _ in raised.value.failures] == sorted(bad)
+  lines = str(raised.value).splitlines()
+  assert lines[0] == '3 of 5 images failed (the others were written):'
+  for line, (path, reason) in zip(lines[1:], sorted(bad.items())):
+    assert line.startswith(f'{path}: ') and reason in line, line
+
+
+def test_predict_cli_skips_bad_images_and_exits_non_zero(
+    exported, bad_inputs, run_python, repo_root, check_bad_inputs_run,
+    tmp_path):
+  folder, bad = bad_inputs
+  out = tmp_path / 'out'
+  result = run_python([os.path.join(repo_root, 'predict.py'),
+                       f'--saved_model={exported["export_dir"]}',
+                       f'--input={folder}', f'--output={out}'])
+  check_bad_inputs_run(result, str(out), bad)
