@@ -44,6 +44,10 @@ _OUTPUT_STRIDE = flags.DEFINE_integer(
 _SEMANTIC_PROBS = flags.DEFINE_bool(
     'include_semantic_probs', False,
     'Also return semantic_probs [B, H, W, C] (large).')
+_MAX_PIXELS = flags.DEFINE_integer(
+    'max_pixels', None, 'Refuse images needing more pixels at the largest '
+    'TTA scale (an HxW image needs H*W*scale^2). Default: what a 1024x2048 '
+    'frame (or --input_size) needs; 0: no limit.', lower_bound=0)
 _OVERWRITE = flags.DEFINE_bool('overwrite', False,
                                'Replace an existing version folder.')
 
@@ -67,7 +71,7 @@ def main(argv):
       tta_scales=[float(s) for s in _TTA_SCALES.value],
       tta_flip=_TTA_FLIP.value,
       include_semantic_probs=_SEMANTIC_PROBS.value,
-      overwrite=_OVERWRITE.value)
+      max_pixels=_MAX_PIXELS.value, overwrite=_OVERWRITE.value)
   print(f'Exported {path}', flush=True)
 
 

@@ -98,6 +98,7 @@ def export_config(info: datasets.DatasetInfo,
       'input_size': list(module.input_size) if module.input_size else None,
       'tta_scales': list(module.tta_scales),
       'tta_flip': module.tta_flip,
+      'max_pixels': module.budget.max_pixels,
       'signatures': {
           export_module.SERVING_DEFAULT: export_module.ENCODED_IMAGES,
           export_module.SERVE_IMAGES: export_module.IMAGES},
@@ -134,6 +135,7 @@ def export(task, checkpoint: str, export_dir: str,
            input_size: Optional[Tuple[int, int]] = None,
            tta_scales: Sequence[float] = (1.0,), tta_flip: bool = False,
            include_semantic_probs: bool = False,
+           max_pixels: Optional[int] = None,
            overwrite: bool = False) -> str:
   """Restores `checkpoint` into `task`'s model and exports it for serving.
 
@@ -142,7 +144,7 @@ def export(task, checkpoint: str, export_dir: str,
     checkpoint: checkpoint prefix, checkpoint folder, or trainer model_dir.
     export_dir: the model base path TF Serving watches.
     version: the integer sub-folder (default: unix time).
-    input_size, tta_scales, tta_flip, include_semantic_probs: see
+    input_size, tta_scales, tta_flip, include_semantic_probs, max_pixels: see
       `PanopticExportModule`.
     overwrite: replace an existing version.
 
@@ -153,7 +155,7 @@ def export(task, checkpoint: str, export_dir: str,
   module = export_module.PanopticExportModule(
       model, task.build_post_processor(), input_size=input_size,
       tta_scales=tta_scales, tta_flip=tta_flip,
-      include_semantic_probs=include_semantic_probs)
+      include_semantic_probs=include_semantic_probs, max_pixels=max_pixels)
   return save_module(module, export_dir, version,
                      export_config(task.info, module, path), overwrite)
 

@@ -17,6 +17,11 @@ instance), PRED_SEMANTIC int32 [B, H, W] (train ids), PRED_INSTANCE int32
 (score of instance k + 1), and with `include_semantic_probs` PRED_SEMANTIC_PROBS
 float32 [B, H, W, C].
 
+Each image must fit a pixel budget, `max_pixels`, counted at the largest TTA
+scale (default: what a 1024x2048 frame needs there): one small PNG of a huge
+constant image would otherwise cost many GB and seconds. Encoded images are
+measured from their headers (PNG IHDR, JPEG SOF), before they are decoded.
+
 Inputs are declared with unknown rank on purpose: the graph's own asserts then
 check rank, channels, sizes and bytes at run time, with messages that name the
 input field, in every runtime (Python, TF Serving); with a declared rank,
@@ -39,6 +44,9 @@ SERVING_DEFAULT = 'serving_default'
 SERVE_IMAGES = 'serve_images'
 OUTPUT_KEYS = (common.PRED_PANOPTIC, common.PRED_SEMANTIC,
                common.PRED_INSTANCE, common.PRED_INSTANCE_SCORES)
+
+# A Cityscapes frame: the default budget is what it needs at the largest scale.
+DEFAULT_FRAME_SIZE = (1024, 2048)
 
 _PNG_MAGIC = b'\x89PNG\r\n\x1a\n'
 _JPEG_MAGIC = b'\xff\xd8\xff'
@@ -65,16 +73,93 @@ def make_tta_fn(scales: Sequence[float] = (1.0,),
       model_fn, images, scales=scales, flip=flip)
 
 
+def default_max_pixels(tta_scales: Sequence[float] = (1.0,),
+                       input_size: Optional[Tuple[int, int]] = None) -> int:
+  """Pixels a frame (`input_size`, else 1024x2048) needs at the largest scale."""
+  height, width = input_size or DEFAULT_FRAME_SIZE
+  return int(height * width * max(float(s) for s in tta_scales) ** 2)
+
+
+class PixelBudget:
+  """Refuses images with more than `max_pixels` at the largest TTA scale.
+
+  Args:
+    max_pixels: the budget, in pixels the model processes; 0 or None: none.
+    tta_scales: the export's scales (an image of H x W costs H * W * s^2).
+  """
+
+  def __init__(self, max_pixels: Optional[int], tta_scales: Sequence[float]):
+    self.max_pixels = int(max_pixels or 0)
+    scale = max(float(s) for s in tta_scales)
+    self.max_image_pixels = int(self.max_pixels / scale ** 2)
+    self._hint = (f'at most {self.max_image_pixels} pixels per image (a budget '
+                  f'of {self.max_pixels} pixels at the largest TTA scale '
+                  f'{scale:g}); send a smaller image or export with a larger '
+                  '--max_pixels')
+
+  def check(self, size: tf.Tensor, name: str = IMAGES,
+            name_args: Sequence[tf.Tensor] = ()) -> Optional[tf.Operation]:
+    """An assert that an image of `size` (height, width) is within budget.
+
+    Args:
+      size: int [2], (height, width).
+      name: the image in the message, a `tf.strings.format` template filled
+        with `name_args` (e.g. 'encoded_images[{}]' and the index).
+      name_args: its values.
+
+    Returns:
+      The assert op, or None without a budget.
+    """
+    if not self.max_pixels:
+      return None
+    size = tf.cast(size, tf.int64)
+    return tf.debugging.Assert(
+        size[0] * size[1] <= self.max_image_pixels, [tf.strings.format(
+            name + ' is {}x{} (height x width); this export takes ' +
+            self._hint, [*name_args, size[0], size[1]])])
+
+
+def _control(check: Optional[tf.Operation], tensor: tf.Tensor) -> tf.Tensor:
+  """`tensor`, computed only after `check` passed (if any)."""
+  if check is None:
+    return tensor
+  with tf.control_dependencies([check]):
+    return tf.identity(tensor)
+
+
+def encoded_image_size(data: tf.Tensor) -> tf.Tensor:
+  """int64 [2] (height, width) of PNG or JPEG bytes, from the header only.
+
+  PNG: the big-endian width and height of the IHDR chunk at bytes 16..24;
+  JPEG: `tf.image.extract_jpeg_shape` (reads up to the frame header).
+  """
+  def png_size():
+    head = tf.strings.substr(data, 0, 24) + b'\0' * 24  # Short: size 0.
+    octets = tf.io.decode_raw(tf.strings.substr(head, 16, 8), tf.uint8)
+    width_height = tf.reduce_sum(  # Two big-endian uint32.
+        tf.reshape(tf.cast(octets, tf.int64), [2, 4]) * [1 << 24, 1 << 16,
+                                                          1 << 8, 1], axis=1)
+    return tf.reverse(width_height, [0])
+
+  def jpeg_size():
+    return tf.cast(tf.image.extract_jpeg_shape(data)[:2], tf.int64)
+
+  return tf.cond(tf.equal(tf.strings.substr(data, 0, 8), _PNG_MAGIC),
+                 png_size, jpeg_size)
+
+
 def _padded_shape(x: tf.Tensor, rank: int) -> tf.Tensor:
   """tf.shape(x) padded with zeros to at least `rank` entries (any input rank)."""
   return tf.pad(tf.shape(x), [[0, rank]])[:rank]
 
 
-def _check_images(images: tf.Tensor) -> tf.Tensor:
+def _check_images(images: tf.Tensor,
+                  budget: Optional[PixelBudget] = None) -> tf.Tensor:
   """Asserts uint8 `images` is [B > 0, H > 0, W > 0, 3]; returns it shaped.
 
   One assert with one condition, so the message never depends on which of
-  several checks the executor happens to run first.
+  several checks the executor happens to run first; the pixel budget is
+  checked after it.
   """
   shape = _padded_shape(images, 4)
   valid = tf.logical_and(
@@ -84,14 +169,19 @@ def _check_images(images: tf.Tensor) -> tf.Tensor:
       IMAGES + ' must be uint8 [batch > 0, height > 0, width > 0, 3] (RGB); '
       'got shape {}', [tf.shape(images)])])
   with tf.control_dependencies([check]):
-    return tf.ensure_shape(tf.identity(images), [None, None, None, 3])
+    images = tf.identity(images)
+  if budget is not None:
+    images = _control(budget.check(shape[1:3]), images)
+  return tf.ensure_shape(images, [None, None, None, 3])
 
 
-def decode_images(encoded: tf.Tensor) -> tf.Tensor:
+def decode_images(encoded: tf.Tensor,
+                  budget: Optional[PixelBudget] = None) -> tf.Tensor:
   """string [B] PNG/JPEG bytes -> uint8 [B, H, W, 3] (RGB; grey is expanded).
 
   Raises (at run time) InvalidArgumentError naming `encoded_images` for a
-  wrong rank, an empty batch, bytes that are not PNG/JPEG, or images of
+  wrong rank, an empty batch, bytes that are not PNG/JPEG, an image over the
+  pixel `budget` (read from its header, before decoding), or images of
   different sizes in one batch.
   """
   valid = tf.logical_and(tf.equal(tf.rank(encoded), 1), tf.size(encoded) > 0)
@@ -110,8 +200,12 @@ def decode_images(encoded: tf.Tensor) -> tf.Tensor:
         'are neither signature); send the bytes of an image file (in JSON, '
         'base64-encoded as an object with the key b64)', [index])])
     with tf.control_dependencies([check]):
-      return tf.io.decode_image(data, channels=3, dtype=tf.uint8,
-                                expand_animations=False)
+      data = tf.identity(data)
+    if budget is not None:
+      data = _control(budget.check(encoded_image_size(data),
+                                   ENCODED_IMAGES + '[{}]', [index]), data)
+    return tf.io.decode_image(data, channels=3, dtype=tf.uint8,
+                              expand_animations=False)
 
   first = decode_one(encoded[0], tf.constant(0))
   size = tf.shape(first)[:2]
@@ -148,12 +242,15 @@ class PanopticExportModule(tf.Module):
     tta_scales: test-time scales (DeepLab2 aggregation, `post_processing/tta`).
     tta_flip: also run on mirrored images.
     include_semantic_probs: also return per-class probabilities [B, H, W, C].
+    max_pixels: refuse an image needing more pixels at the largest TTA scale
+      (`PixelBudget`); default `default_max_pixels`; 0: any size.
   """
 
   def __init__(self, model, post_processor,
                input_size: Optional[Tuple[int, int]] = None,
                tta_scales: Sequence[float] = (1.0,), tta_flip: bool = False,
-               include_semantic_probs: bool = False, name: str = 'panoptic'):
+               include_semantic_probs: bool = False,
+               max_pixels: Optional[int] = None, name: str = 'panoptic'):
     super().__init__(name=name)
     if input_size is not None:
       input_size = tuple(int(s) for s in input_size)
@@ -167,6 +264,12 @@ class PanopticExportModule(tf.Module):
     self.tta_flip = bool(tta_flip)
     self.include_semantic_probs = include_semantic_probs
     self._tta_fn = make_tta_fn(self.tta_scales, self.tta_flip)
+    if max_pixels is None:
+      max_pixels = default_max_pixels(self.tta_scales, input_size)
+    if max_pixels < 0:
+      raise ValueError(f'max_pixels must be >= 0 (0: no limit), got '
+                       f'{max_pixels}')
+    self.budget = PixelBudget(max_pixels, self.tta_scales)
 
   def _model_fn(self, images):
     return self.model(images, training=False)
@@ -213,11 +316,11 @@ class PanopticExportModule(tf.Module):
   @tf.function(input_signature=[
       tf.TensorSpec(None, tf.string, name=ENCODED_IMAGES)])
   def serve_encoded_images(self, encoded_images):
-    return self.predict(decode_images(encoded_images))
+    return self.predict(decode_images(encoded_images, self.budget))
 
   @tf.function(input_signature=[tf.TensorSpec(None, tf.uint8, name=IMAGES)])
   def serve_images(self, images):
-    return self.predict(_check_images(images))
+    return self.predict(_check_images(images, self.budget))
 
   def signatures(self) -> Dict[str, tf.types.experimental.ConcreteFunction]:
     """{signature name: concrete function} for `tf.saved_model.save`."""

@@ -110,8 +110,8 @@ def make_task():
 def bad_inputs(tmp_path):
   """(folder, {bad path: words its reported reason must contain}).
 
-  Good a.png and e.png sorted around a truncated PNG, a cut JPEG and a file
-  that is no image at all.
+  Good a.png and e.png sorted among a truncated PNG, a cut JPEG, a file that
+  is no image at all and an image the export refuses as too large.
   """
   folder = tmp_path / 'in'
   folder.mkdir()
@@ -124,9 +124,13 @@ def bad_inputs(tmp_path):
     data = (folder / name).read_bytes()
     (folder / name).write_bytes(data[:len(data) * 2 // 3])
   (folder / 'd.png').write_bytes(b'not an image at all')
+  # Small file, over the export's default budget of 1024 x 2048 pixels.
+  Image.new('RGB', (1500, 1500)).save(folder / 'f.png')
   return str(folder), {
       str(folder / 'b.png'): 'truncated', str(folder / 'c.jpg'): 'truncated',
-      str(folder / 'd.png'): 'cannot identify image file'}
+      str(folder / 'd.png'): 'cannot identify image file',
+      str(folder / 'f.png'): 'is 1500x1500 (height x width); this export '
+                             'takes at most 2097152 pixels'}
 
 
 def _check_bad_inputs_run(result, output_dir, bad):

@@ -1,11 +1,13 @@
 """The exported SavedModel: layout, signatures, labels equal to eval, clear errors."""
 
+import io
 import json
 import os
 import sys
 import textwrap
 
 import numpy as np
+from PIL import Image
 import pytest
 import tensorflow as tf
 
@@ -50,6 +52,7 @@ def test_layout_is_what_tf_serving_watches(exported):
   config = export_lib.read_export_config(exported['saved_model'])
   assert config['dataset']['name'] == 'cityscapes'
   assert config['input_size'] is None and config['tta_scales'] == [1.0]
+  assert config['max_pixels'] == 1024 * 2048
   info = export_lib.dataset_info_from_config(config)
   assert info.thing_train_ids == (11, 12, 13, 14, 15, 16, 17, 18)
 
@@ -160,3 +163,72 @@ def test_fixed_size_and_tta_compute_what_eval_computes(restored, make_images):
   with pytest.raises(tf.errors.InvalidArgumentError,
                      match='larger than the exported input size 33x49'):
     module.serve_images(make_images(1, 34, 20))
+
+
+def _encode(height, width, image_format):
+  """A constant image: a file of a few KB that decodes to height x width."""
+  buffer = io.BytesIO()
+  Image.new('RGB', (width, height), (90, 120, 30)).save(buffer,
+                                                          format=image_format)
+  return buffer.getvalue()
+
+
+def _png_claiming(height, width):
+  """A 1x1 PNG whose IHDR claims height x width (no decoder would accept it)."""
+  data = bytearray(_encode(1, 1, 'PNG'))
+  data[16:24] = width.to_bytes(4, 'big') + height.to_bytes(4, 'big')
+  return bytes(data)
+
+
+@pytest.mark.parametrize('encoded', [
+    _encode(1500, 1500, 'PNG'), _encode(1500, 1500, 'JPEG'),
+    _png_claiming(1500, 1500)], ids=['png', 'jpeg', 'png_header_only'])
+def test_over_budget_images_are_refused_before_decoding(loaded, encoded):
+  """1500x1500 > 1024x2048 pixels, the default budget without TTA.
+
+  The forged PNG is only a header: refusing it with the budget message, not
+  as invalid PNG data, shows the size is read before decoding.
+  """
+  small = tf.io.encode_png(tf.zeros([9, 9, 3], tf.uint8))
+  with pytest.raises(
+      tf.errors.InvalidArgumentError,
+      match=r'encoded_images\[1\] is 1500x1500 \(height x width\); this '
+      r'export takes at most 2097152 pixels per image \(a budget of 2097152 '
+      r'pixels at the largest TTA scale 1\).*--max_pixels'):
+    loaded.signatures['serving_default'](
+        encoded_images=tf.stack([small, tf.constant(encoded)]))
+
+
+def test_over_budget_pixels_are_refused(loaded):
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=r'images is 1500x1500 \(height x width\); this '
+                     r'export takes at most 2097152 pixels'):
+    loaded.signatures['serve_images'](images=tf.zeros([1, 1500, 1500, 3],
+                                                      tf.uint8))
+
+
+def test_budget_counts_pixels_at_the_largest_tta_scale(restored, make_images):
+  task, model = restored
+  assert export_module.default_max_pixels((0.5, 1.0, 1.5)) == (
+      1024 * 2048 * 9 // 4)
+  assert export_module.default_max_pixels((1.0,), (33, 49)) == 33 * 49
+  module = export_module.PanopticExportModule(
+      model, task.build_post_processor(), tta_scales=(0.5, 2.0),
+      max_pixels=4 * 21 * 30)
+  images = make_images(1, 21, 30)
+  encoded = tf.io.encode_png(images[0])[None]
+  assert module.serve_images(images)['panoptic'].shape == (1, 21, 30)
+  assert module.serve_encoded_images(encoded)['panoptic'].shape == (1, 21, 30)
+  message = (r'is 21x31 \(height x width\); this export takes at most 630 '
+             r'pixels per image \(a budget of 2520 pixels at the largest TTA '
+             r'scale 2\)')
+  with pytest.raises(tf.errors.InvalidArgumentError, match='images ' + message):
+    module.serve_images(make_images(1, 21, 31))
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=r'encoded_images\[0\] ' + message):
+    module.serve_encoded_images(
+        tf.io.encode_jpeg(make_images(1, 21, 31)[0])[None])
+  unlimited = export_module.PanopticExportModule(
+      model, task.build_post_processor(), max_pixels=0)
+  assert unlimited.serve_images(make_images(1, 21, 31))['panoptic'].shape == (
+      1, 21, 31)

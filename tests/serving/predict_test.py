@@ -5,6 +5,7 @@ import os
 import numpy as np
 import pytest
 from PIL import Image
+import tensorflow as tf
 
 from official_naive_student import common
 from official_naive_student import datasets
@@ -98,20 +99,24 @@ def test_bad_images_are_reported_by_path_and_the_rest_written(
   folder, bad = bad_inputs
   seen = []
 
-  def predictor(image):
+  def predictor(image):  # Refuses f.png as the export does.
     seen.append(image.shape)
+    if image.shape[0] == 1500:
+      raise tf.errors.InvalidArgumentError(
+          None, None, 'assertion failed: [images is 1500x1500 (height x '
+          'width); this export takes at most 2097152 pixels]')
     return {common.PRED_PANOPTIC: np.zeros(image.shape[:2], np.int32),
             common.PRED_SEMANTIC: np.zeros(image.shape[:2], np.int32)}
 
   paths = predict_lib.list_images(str(folder))
   with pytest.raises(predict_lib.FailedImagesError) as raised:
     predict_lib.predict_files(predictor, paths, str(tmp_path / 'out'), INFO)
-  assert len(seen) == 2  # a.png and e.png, the one after the failures too.
+  assert len(seen) == 3  # a.png, f.png and e.png, after the failures too.
   assert [os.path.basename(w['panoptic']) for w in raised.value.written] == [
       'a_panoptic.png', 'e_panoptic.png']
   assert [p for p, _ in raised.value.failures] == sorted(bad)
   lines = str(raised.value).splitlines()
-  assert lines[0] == '3 of 5 images failed (the others were written):'
+  assert lines[0] == '4 of 6 images failed (the others were written):'
   for line, (path, reason) in zip(lines[1:], sorted(bad.items())):
     assert line.startswith(f'{path}: ') and reason in line, line
 
