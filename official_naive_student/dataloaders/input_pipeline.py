@@ -120,7 +120,8 @@ class InputPipeline:
                small_instance_area: int = 4096,
                small_instance_weight: float = 3.0,
                ignore_crowd_in_semantic: bool = False,
-               cycle_length: int = 4):
+               cycle_length: int = 4,
+               cache_decoded: bool = False):
     """Describes the pipeline; nothing is read until `dataset_fn`.
 
     Args:
@@ -146,6 +147,11 @@ class InputPipeline:
       small_instance_weight: see `targets.encode_targets`.
       ignore_crowd_in_semantic: see `targets.encode_targets`.
       cycle_length: TFRecord files read in parallel.
+      cache_decoded: (records only) keep decoded images and labels in memory
+        after the first pass, so an epoch over a small split (the demo's
+        labeled frames, its pseudo-labels) decodes every file once, not once
+        per step; augmentation and targets still run per example. Costs
+        H x W x 7 bytes per record of this pipeline's shard.
     """
     if (file_pattern is None) == (records is None):
       raise ValueError('Give exactly one of file_pattern and records.')
@@ -176,6 +182,9 @@ class InputPipeline:
         small_instance_weight=small_instance_weight,
         ignore_crowd_in_semantic=ignore_crowd_in_semantic)
     self._cycle_length = cycle_length
+    if cache_decoded and self._records is None:
+      raise ValueError('cache_decoded needs records, not TFRecord files')
+    self._cache_decoded = cache_decoded
 
   @property
   def crop_size(self):
@@ -217,10 +226,16 @@ class InputPipeline:
       return out
 
     ds = tf.data.Dataset.range(len(records)).shard(num_pipelines, pipeline_id)
+    if self._cache_decoded:
+      # Decoded once; the shuffle below permutes cached examples exactly as it
+      # would permute their indices (the order depends on seed and count only).
+      ds = ds.map(load, num_parallel_calls=tf.data.AUTOTUNE).cache()
     if self.mode == 'train':
       ds = ds.shuffle(len(records), seed=self._seed)
     if self._repeat:
       ds = ds.repeat()
+    if self._cache_decoded:
+      return ds.enumerate().skip(skip) if self.mode == 'train' else ds
     if self.mode == 'train':
       return ds.enumerate().skip(skip).map(
           lambda k, index: (k, load(index)), num_parallel_calls=tf.data.AUTOTUNE)
