@@ -19,6 +19,12 @@ Output folder:
   cityscapes_panoptic_pseudo.json                       merged json (last but one)
   DONE                                                  written last
 
+settings.json records what the labels depend on (`label_settings`: the
+Teacher's checkpoint by a fingerprint of its contents, its network, TTA,
+precision, the frames...); a run with other settings fails before any work,
+even on a finished folder, naming the keys that differ, unless told to
+`overwrite` (start over).
+
 Every file is written to a temporary name and renamed. A frame is done when its
 fragment exists (it is written after its PNG), so a killed run resumes where it
 stopped. `shard i of n` labels records[i::n] of the records sorted by image id;
@@ -27,14 +33,14 @@ the fragments (`merge_pseudo_labels`, also callable on its own).
 
 CLI: python -m official_naive_student.naive_student.pseudo_label_stage
   --gin_file F --teacher_checkpoint DIR --output_dir DIR [--shard i --num_shards n]
-  [--cityscapes_root R --split train-sequence] [--hidden_gt_root G]
+  [--cityscapes_root R --split train-sequence] [--hidden_gt_root G] [--overwrite]
 """
 
 import argparse
 import functools
-import hashlib
 import json
 import os
+import shutil
 import sys
 from typing import Callable, Dict, Optional, Sequence
 
@@ -48,6 +54,7 @@ if __name__ == '__main__':
 
 from absl import logging
 import gin
+import keras
 import numpy as np
 from PIL import Image
 import tensorflow as tf
@@ -63,13 +70,15 @@ from official_naive_student.dataloaders import input_pipeline
 from official_naive_student.evaluation import cityscapes_results
 from official_naive_student.naive_student import ego_car
 from official_naive_student.naive_student import label_quality
+from official_naive_student.naive_student import label_settings
 from official_naive_student.post_processing import tta
 from official_naive_student.tasks import panoptic_deeplab as task_lib
 
 LABEL_NAME = 'cityscapes_panoptic_pseudo'
 SEGMENTS_DIR = 'segments'
 SHARDS_DIR = 'shards'
-SETTINGS_FILE = 'settings.json'
+SETTINGS_FILE = label_settings.SETTINGS_FILE
+SettingsMismatchError = label_settings.SettingsMismatchError
 _PNG_SUFFIX = '_panoptic.png'
 
 Record = cityscapes_files.Record
@@ -169,31 +178,6 @@ def _remove_own_temporaries(output_dir: str, image_ids) -> None:
         os.remove(os.path.join(folder, name))
 
 
-def _records_digest(records: Sequence[Record]) -> str:
-  ids = '\n'.join(sorted(r.image_id for r in records))
-  return hashlib.sha1(ids.encode()).hexdigest()
-
-
-def _check_settings(output_dir: str, settings: Dict[str, object]) -> None:
-  """Writes settings.json once; later runs and other shards must agree with it."""
-  path = os.path.join(output_dir, SETTINGS_FILE)
-  settings = json.loads(json.dumps(settings))  # Tuples -> lists, as read back.
-  if not os.path.exists(path):
-    os.makedirs(output_dir, exist_ok=True)
-    tmp = f'{path}.tmp-{os.getpid()}'
-    file_io.atomic_write_json(tmp, settings)
-    try:
-      os.link(tmp, path)  # Fails if another shard wrote it first.
-    except FileExistsError:
-      pass
-    finally:
-      os.remove(tmp)
-  existing = file_io.read_json(path)
-  if existing != settings:
-    raise ValueError(f'{path}: this folder holds labels made with {existing}, '
-                     f'not {settings}; use another output_dir or delete it')
-
-
 def _predict(infer: Callable, pipeline: input_pipeline.InputPipeline,
              strategy: tf.distribute.Strategy):
   """Yields (image_id, panoptic [H', W'] int32) over the pipeline's frames."""
@@ -238,12 +222,13 @@ def write_pseudo_labels(
   Returns:
     {'written', 'skipped', 'complete'}: frames labeled now, frames found done,
     and whether the whole shard is done (its marker written).
+
+  Raises:
+    SettingsMismatchError: settings.json holds other settings.
   """
   mine = shard_records(records, shard, num_shards)
-  _check_settings(output_dir, dict(
-      settings or {}, num_shards=num_shards, num_records=len(records),
-      records_sha1=_records_digest(records), dataset=dataset.name,
-      ego_car_void=ego_car_void, eval_pad_size=eval_pad_size))
+  label_settings.check_settings(output_dir, label_settings.label_settings(
+      records, dataset, ego_car_void, eval_pad_size, num_shards, settings))
   _remove_own_temporaries(output_dir, {r.image_id for r in mine})
   todo = [r for r in mine
           if not os.path.exists(fragment_path(output_dir, r.image_id))]
@@ -288,14 +273,24 @@ def write_pseudo_labels(
   return {'written': written, 'skipped': skipped, 'complete': complete}
 
 
-def _read_settings(output_dir: str) -> Optional[dict]:
-  path = os.path.join(output_dir, SETTINGS_FILE)
-  return file_io.read_json(path) if os.path.exists(path) else None
+def remove_labels(output_dir: str) -> None:
+  """Deletes what this stage wrote in `output_dir`; other files stay.
+
+  DONE goes first and settings.json last: a run killed in between leaves a
+  folder that is neither finished nor reusable with other settings.
+  """
+  for name in (file_io.DONE_MARKER, LABEL_NAME + '.json'):
+    if os.path.exists(os.path.join(output_dir, name)):
+      os.remove(os.path.join(output_dir, name))
+  for name in (SHARDS_DIR, SEGMENTS_DIR, LABEL_NAME):
+    shutil.rmtree(os.path.join(output_dir, name), ignore_errors=True)
+  if os.path.exists(os.path.join(output_dir, SETTINGS_FILE)):
+    os.remove(os.path.join(output_dir, SETTINGS_FILE))
 
 
 def pending_shards(output_dir: str) -> Optional[list]:
   """Shards of settings.json without a marker yet (None: no settings.json)."""
-  settings = _read_settings(output_dir)
+  settings = label_settings.read_settings(output_dir)
   if settings is None:
     return None
   n = settings['num_shards']
@@ -318,7 +313,7 @@ def merge_pseudo_labels(output_dir: str,
   Raises:
     RuntimeError: a shard is not done, or the fragments do not add up.
   """
-  settings = _read_settings(output_dir)
+  settings = label_settings.read_settings(output_dir)
   pending = pending_shards(output_dir)
   if pending:
     raise RuntimeError(f'{output_dir}: shards {pending} of '
@@ -345,6 +340,19 @@ def merge_pseudo_labels(output_dir: str,
   return json_path
 
 
+def _build_teacher(task, strategy: tf.distribute.Strategy,
+                   precision: Optional[str] = None):
+  """The Teacher's network without weights (cheap), in `precision` if given."""
+  previous = keras.mixed_precision.global_policy()
+  try:
+    if precision:
+      keras.mixed_precision.set_global_policy(precision)
+    with strategy.scope():
+      return task.build_model()
+  finally:
+    keras.mixed_precision.set_global_policy(previous)
+
+
 @gin.register
 def pseudo_label(teacher_checkpoint: str, output_dir: str,
                  records: Sequence[Record] = gin.REQUIRED,
@@ -354,7 +362,9 @@ def pseudo_label(teacher_checkpoint: str, output_dir: str,
                  eval_pad_size: Optional[Sequence[int]] = None,
                  shard: int = 0, num_shards: int = 1,
                  strategy: Optional[tf.distribute.Strategy] = None,
-                 max_frames: Optional[int] = None) -> Optional[str]:
+                 max_frames: Optional[int] = None,
+                 precision: Optional[str] = None,
+                 overwrite: bool = False) -> Optional[str]:
   """Labels `records` with the Teacher's TTA prediction; resumable and sharded.
 
   Args:
@@ -369,21 +379,37 @@ def pseudo_label(teacher_checkpoint: str, output_dir: str,
     flip: also average the left-right flipped views.
     ego_car_void, batch_size, eval_pad_size, shard, num_shards, strategy,
     max_frames: see `write_pseudo_labels`.
+    precision: the Keras dtype policy of the Teacher ('float32',
+      'mixed_bfloat16'); default: the global policy, which a Trainer of the
+      same process may have set, so a resumed run could differ (and refuse).
+    overwrite: delete the folder's labels first (`remove_labels`) and start
+      over; run it alone, not while other shards are labeling.
 
   Returns:
     `output_dir` once every shard is done and the json is merged (at once if
     its DONE marker exists), else None (other shards, or frames, remain).
+
+  Raises:
+    SettingsMismatchError: the folder, finished or not, holds labels made
+      with other settings (another Teacher, TTA, precision, frames...).
   """
-  if file_io.is_done(output_dir):
-    logging.info('%s is DONE; nothing to label', output_dir)
-    return output_dir
   task = task or gin.get_configurable(task_lib.PanopticDeepLabTask)()
   prefix = resolve_checkpoint(teacher_checkpoint)
   strategy = strategy or tf.distribute.get_strategy()
+  model = _build_teacher(task, strategy, precision)
+  teacher = label_settings.teacher_settings(prefix, model, scales, flip)
+  if overwrite:
+    remove_labels(output_dir)
+  if file_io.is_done(output_dir):
+    settings = label_settings.label_settings(
+        records, task.info, ego_car_void, eval_pad_size, num_shards, teacher)
+    label_settings.compare_settings(output_dir, settings,
+                                    ignore=label_settings.SPLIT_SETTINGS)
+    logging.info('%s is DONE; nothing to label', output_dir)
+    return output_dir
 
   def build_infer():
     with strategy.scope():
-      model = task.build_model()
       restore_teacher(model, prefix)
       return evaluator.make_inference_fn(
           model, task.build_post_processor(), make_tta_fn(scales, flip))
@@ -392,8 +418,7 @@ def pseudo_label(teacher_checkpoint: str, output_dir: str,
       build_infer, records, output_dir, task.info, ego_car_void=ego_car_void,
       batch_size=batch_size, eval_pad_size=eval_pad_size, shard=shard,
       num_shards=num_shards, strategy=strategy, max_frames=max_frames,
-      settings={'teacher_checkpoint': os.path.abspath(prefix),
-                'scales': [float(s) for s in scales], 'flip': bool(flip)})
+      settings=teacher)
   if result['complete'] and not pending_shards(output_dir):
     merge_pseudo_labels(output_dir, task.info)
     return output_dir
@@ -411,6 +436,9 @@ def main(argv=None) -> int:
   parser.add_argument('--shard', type=int, default=0)
   parser.add_argument('--num_shards', type=int, default=1)
   parser.add_argument('--merge_only', action='store_true')
+  parser.add_argument('--overwrite', action='store_true',
+                      help='delete the labels in --output_dir and start over '
+                      '(run alone, not next to other shards)')
   parser.add_argument('--dataset_name', default='cityscapes',
                       help='label space of the labels (cityscapes, camvid, '
                       'synthetic), for --merge_only and --hidden_gt_root')
@@ -424,9 +452,14 @@ def main(argv=None) -> int:
     if args.cityscapes_root:
       kwargs['records'] = cityscapes_files.find_records(args.cityscapes_root,
                                                         args.split)
-    if gin.get_configurable(pseudo_label)(
-        args.teacher_checkpoint, args.output_dir, shard=args.shard,
-        num_shards=args.num_shards, **kwargs) is None:
+    try:
+      finished = gin.get_configurable(pseudo_label)(
+          args.teacher_checkpoint, args.output_dir, shard=args.shard,
+          num_shards=args.num_shards, overwrite=args.overwrite, **kwargs)
+    except SettingsMismatchError as e:
+      print(e, file=sys.stderr, flush=True)
+      return 1
+    if finished is None:
       print(f'{args.output_dir}: shard {args.shard} done, others pending')
       return 0
   print(f'{args.output_dir}: done')

@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -31,6 +32,7 @@ from official_naive_student.modeling import presets
 from official_naive_student.evaluation import panoptic_quality
 from official_naive_student.naive_student import ego_car
 from official_naive_student.naive_student import label_quality
+from official_naive_student.naive_student import label_settings
 from official_naive_student.naive_student import oracle_labels
 from official_naive_student.naive_student import pseudo_label_stage as pls
 from official_naive_student.tasks import panoptic_deeplab as task_lib
@@ -344,3 +346,73 @@ def test_cli_merge_only_keeps_the_label_space(tmp_path, capsys):
   with open(pls.panoptic_json_path(out)) as f:
     categories = json.load(f)['categories']
   assert [c['name'] for c in categories] == list(camvid.class_names)
+
+
+def _other_teacher(folder):
+  """Another randomly initialized Teacher: the same network, other weights."""
+  task = _task()
+  model = task.build_model()
+  model(tf.zeros([1, *task.input_shape]), training=False)
+  return tf.train.Checkpoint(**{common.CKPT_MODEL: model}).save(
+      os.path.join(folder, 'ckpt'))
+
+
+def test_finished_labels_refuse_another_teacher_until_overwritten(
+    setup, tmp_path, capsys):
+  out = str(tmp_path / 'labels')
+  shutil.copytree(setup['full'], out)
+  records, before = setup['records'], _mtimes(out)
+  settings = file_io.read_json(os.path.join(out, pls.SETTINGS_FILE))
+  assert settings['network'] == 'tiny' and settings['precision'] == 'float32'
+  assert settings['teacher_checkpoint'] == 'ckpt-0'
+  assert str(setup['base']) not in json.dumps(settings)  # No absolute paths.
+  # The same Teacher moved elsewhere, or another split of the work: reused.
+  moved = str(tmp_path / 'moved_teacher')
+  shutil.copytree(setup['teacher_dir'], moved)
+  assert pls.pseudo_label(moved, out, records, task=_task(), num_shards=3) == out
+  other = _other_teacher(str(tmp_path / 'other'))
+  for teacher, kwargs, keys in (
+      (other, {}, 'teacher_checkpoint, teacher_sha256'),
+      (moved, {'scales': (0.5, 1.0)}, 'scales'),
+      (moved, {'flip': True}, 'flip'),
+      (moved, {'records': records[:-1]}, 'num_records, records_sha1')):
+    kwargs = {'records': records, **kwargs}
+    with pytest.raises(pls.SettingsMismatchError,
+                       match=rf'other settings \({keys}\)'):
+      pls.pseudo_label(teacher, out, task=_task(), **kwargs)
+  mismatch = (r"\(precision\):\n  precision: 'float32' in the folder, "
+              r"'mixed_bfloat16' now")
+  with pytest.raises(pls.SettingsMismatchError, match=mismatch):
+    pls.pseudo_label(moved, out, records, task=_task(),
+                     precision='mixed_bfloat16')
+  keras.mixed_precision.set_global_policy('mixed_bfloat16')  # As a Trainer.
+  try:
+    with pytest.raises(pls.SettingsMismatchError, match=mismatch):
+      pls.pseudo_label(moved, out, records, task=_task())
+    assert pls.pseudo_label(moved, out, records, task=_task(),
+                            precision='float32') == out
+  finally:
+    keras.mixed_precision.set_global_policy('float32')
+  assert _mtimes(out) == before  # Refused before any work.
+  bindings = ["PanopticDeepLabTask.model_fn = @build_panoptic_deeplab",
+              "build_panoptic_deeplab.preset = 'tiny'",
+              "pseudo_label.task = @PanopticDeepLabTask()"]
+  argv = sum((['--gin_bindings', b] for b in bindings), [])
+  argv += ['--teacher_checkpoint', other, '--output_dir', out,
+           '--cityscapes_root', setup['root']]
+  assert pls.main(argv) == 1
+  assert 'teacher_sha256' in capsys.readouterr().err
+  assert pls.main(argv + ['--overwrite']) == 0
+  assert f'{out}: done' in capsys.readouterr().out
+  settings = file_io.read_json(os.path.join(out, pls.SETTINGS_FILE))
+  assert settings['teacher_sha256'] == label_settings.teacher_fingerprint(other)
+  assert file_io.is_done(out) and len(_labels(out)) == NUM_FRAMES
+  assert not set(_mtimes(out).items()) & set(before.items())  # All redone.
+
+
+def test_finished_labels_of_unknown_origin_are_refused(setup, tmp_path):
+  out = str(tmp_path / 'labels')
+  shutil.copytree(setup['full'], out)
+  os.remove(os.path.join(out, pls.SETTINGS_FILE))
+  with pytest.raises(pls.SettingsMismatchError, match='unknown origin'):
+    pls.pseudo_label(setup['teacher_dir'], out, setup['records'], task=_task())
