@@ -10,8 +10,9 @@ import contextlib
 import json
 import os
 import shutil
+import time
 import uuid
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, List, Optional
 
 DONE_MARKER = 'DONE'
 
@@ -87,3 +88,34 @@ def remove_stale_temporaries(directory: str) -> int:
         os.remove(full)
       count += 1
   return count
+
+
+def remove_temporaries(directory: str, owned: Callable[[str], bool],
+                       max_age_seconds: Optional[float] = None) -> List[str]:
+  """Deletes `<target>.tmp-*` leftovers that are ours, or old; returns them.
+
+  Where several processes write into one folder, a temporary may be another
+  one's file in the making: only those whose target `owned(target)` accepts
+  are removed at once, the others once untouched for `max_age_seconds`
+  (None: never).
+  """
+  if not os.path.isdir(directory):
+    return []
+  removed = []
+  for name in os.listdir(directory):
+    if '.tmp-' not in name:
+      continue
+    full = os.path.join(directory, name)
+    try:
+      age = time.time() - os.path.getmtime(full)
+      if not owned(name.split('.tmp-')[0]) and (
+          max_age_seconds is None or age < max_age_seconds):
+        continue
+      if os.path.isdir(full):
+        shutil.rmtree(full)
+      else:
+        os.remove(full)
+    except FileNotFoundError:  # Its writer renamed or removed it meanwhile.
+      continue
+    removed.append(name)
+  return removed

@@ -80,6 +80,8 @@ SHARDS_DIR = 'shards'
 SETTINGS_FILE = label_settings.SETTINGS_FILE
 SettingsMismatchError = label_settings.SettingsMismatchError
 _PNG_SUFFIX = '_panoptic.png'
+# A temporary file untouched this long belongs to a killed writer, whichever.
+STALE_SECONDS = 3600
 
 Record = cityscapes_files.Record
 
@@ -166,16 +168,27 @@ def write_frame(output_dir: str, image_id: str, panoptic: np.ndarray,
   return annotation
 
 
-def _remove_own_temporaries(output_dir: str, image_ids) -> None:
-  """Deletes temporaries of killed writers of these frames (not other shards')."""
-  for folder, suffix in ((_png_dir(output_dir), _PNG_SUFFIX),
-                         (os.path.join(output_dir, SEGMENTS_DIR), '.json')):
-    if not os.path.isdir(folder):
-      continue
-    for name in os.listdir(folder):
-      stem = name.split('.tmp-')[0]
-      if '.tmp-' in name and stem[:-len(suffix)] in image_ids:
-        os.remove(os.path.join(folder, name))
+def _remove_stale_temporaries(output_dir: str, shard: int, num_shards: int,
+                              image_ids) -> None:
+  """Deletes temporaries of killed writers: this shard's now, others' when old.
+
+  Other shards may be running and writing theirs (frames, their marker, the
+  settings, the merged json), so those go only after `STALE_SECONDS`.
+  """
+  marker = os.path.basename(_shard_marker(output_dir, shard, num_shards))
+  owned = {
+      _png_dir(output_dir):
+          lambda target: target[:-len(_PNG_SUFFIX)] in image_ids,
+      os.path.join(output_dir, SEGMENTS_DIR):
+          lambda target: target[:-len('.json')] in image_ids,
+      os.path.join(output_dir, SHARDS_DIR): lambda target: target == marker,
+      output_dir: lambda target: False,
+  }
+  for folder, own in owned.items():
+    removed = file_io.remove_temporaries(folder, own, STALE_SECONDS)
+    if removed:
+      logging.info('Removed %d temporaries of killed writers in %s',
+                   len(removed), folder)
 
 
 def _predict(infer: Callable, pipeline: input_pipeline.InputPipeline,
@@ -229,7 +242,8 @@ def write_pseudo_labels(
   mine = shard_records(records, shard, num_shards)
   label_settings.check_settings(output_dir, label_settings.label_settings(
       records, dataset, ego_car_void, eval_pad_size, num_shards, settings))
-  _remove_own_temporaries(output_dir, {r.image_id for r in mine})
+  _remove_stale_temporaries(output_dir, shard, num_shards,
+                            {r.image_id for r in mine})
   todo = [r for r in mine
           if not os.path.exists(fragment_path(output_dir, r.image_id))]
   skipped = len(mine) - len(todo)

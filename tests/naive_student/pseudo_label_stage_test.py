@@ -416,3 +416,36 @@ def test_finished_labels_of_unknown_origin_are_refused(setup, tmp_path):
   os.remove(os.path.join(out, pls.SETTINGS_FILE))
   with pytest.raises(pls.SettingsMismatchError, match='unknown origin'):
     pls.pseudo_label(setup['teacher_dir'], out, setup['records'], task=_task())
+
+
+def test_stale_temporaries_are_removed_at_the_next_start(setup, tmp_path):
+  """This shard's leftovers go at once; other writers' only once an hour old."""
+  out = str(tmp_path / 'labels')
+  records = setup['records']
+  mine, theirs = (pls.shard_records(records, i, 2)[0].image_id for i in (0, 1))
+  kwargs = dict(shard=0, num_shards=2, max_frames=0)  # Cleans, labels nothing.
+  calls = []
+  pls.write_pseudo_labels(_build(setup, calls), records, out, **kwargs)
+  names = {
+      pls.LABEL_NAME: [f'{mine}_panoptic.png.tmp-1-a',
+                       f'{theirs}_panoptic.png.tmp-1-b'],
+      pls.SEGMENTS_DIR: [f'{mine}.json.tmp-1-c', f'{theirs}.json.tmp-1-d'],
+      pls.SHARDS_DIR: ['shard-00000-of-00002.json.tmp-1-e',
+                       'shard-00001-of-00002.json.tmp-1-f'],
+      '': ['settings.json.tmp-1', f'{pls.LABEL_NAME}.json.tmp-1-g',
+           'DONE.tmp-1-h'],
+  }
+  paths = [os.path.join(out, folder, n) for folder, ns in names.items()
+           for n in ns]
+  for path in paths:
+    file_io.atomic_write_text(path, 'x')
+  old = [os.path.join(out, '', f'{pls.LABEL_NAME}.json.tmp-1-g'),
+         os.path.join(out, pls.LABEL_NAME, f'{theirs}_panoptic.png.tmp-1-b')]
+  for path in old:
+    os.utime(path, (0, 0))  # Untouched since 1970: its writer is gone.
+  pls.write_pseudo_labels(_build(setup, calls), records, out, **kwargs)
+  assert not calls
+  left = {os.path.relpath(p, out) for p in paths if os.path.exists(p)}
+  assert left == {f'{pls.SEGMENTS_DIR}/{theirs}.json.tmp-1-d',
+                  f'{pls.SHARDS_DIR}/shard-00001-of-00002.json.tmp-1-f',
+                  'settings.json.tmp-1', 'DONE.tmp-1-h'}
