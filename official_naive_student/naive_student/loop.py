@@ -23,7 +23,7 @@ from official_naive_student.naive_student import pseudo_label_stage as labels_li
 
 SUMMARY_FILE = 'summary.json'
 STAGE_RESULT = 'stage_result.json'
-STAGES = ('teacher', 'pseudo_label', 'student', 'finetune')
+STAGES = ('teacher', 'pseudo_label', 'student', 'finetune', 'control')
 STUDENT_INITS = ('scratch', 'teacher', 'previous_student')
 # The gin parameter the loop binds, per iteration, to the pseudo-label json, so
 # that the records of the student's input pipeline read them.
@@ -61,6 +61,17 @@ def format_table(rows: List[Dict]) -> str:
                  f'{fmt(r["PQ"])} {fmt(r["AP"])} {fmt(r["mIoU"])}  '
                  f'{r["checkpoint"] or "-"}')
   return '\n'.join(lines)
+
+
+def _run_control(model_dir: str, mode: str, control_stage: Callable,
+                 finetune_stage: Callable, init: Optional[str]) -> Dict:
+  """The Student's two trainings, from the Student's start, on human labels."""
+  directory = stage_dir(model_dir, 1, 'control_student')
+  trained = _run_once(directory, lambda: control_stage(
+      model_dir=directory, mode=mode, init_checkpoint=init))
+  directory = stage_dir(model_dir, 1, 'control')
+  return _run_once(directory, lambda: finetune_stage(
+      model_dir=directory, mode=mode, init_checkpoint=trained['checkpoint']))
 
 
 @gin.register
@@ -116,7 +127,8 @@ def run_naive_student(model_dir: str,
                       teacher_network: str = 'teacher',
                       student_network: str = 'student',
                       student_init: str = 'scratch',
-                      pseudo_label_binding: str = PSEUDO_LABEL_BINDING
+                      pseudo_label_binding: str = PSEUDO_LABEL_BINDING,
+                      control_stage: Optional[Callable] = None
                       ) -> List[Dict]:
   """Runs the whole chain in `model_dir`; returns the summary rows.
 
@@ -136,6 +148,12 @@ def run_naive_student(model_dir: str,
     student_init: 'scratch', 'teacher' (its checkpoint) or 'previous_student'.
     pseudo_label_binding: the gin parameter (e.g. of the student's records
       function) that receives each iteration's pseudo-label json.
+    control_stage: optional, like student_stage but on the human labels
+      (e.g. `@control/run_stage` with the student's steps and schedule): the
+      supervised control of iteration 1. It starts where the Student starts,
+      trains as long, and is fine-tuned by `finetune_stage` as the Student is,
+      so only the labels differ; its summary row (stage 'control') says
+      whether the pseudo-labels paid for their compute.
   """
   if student_init not in STUDENT_INITS:
     raise ValueError(f'student_init {student_init!r} not in {STUDENT_INITS}')
@@ -185,6 +203,10 @@ def run_naive_student(model_dir: str,
     finetuned = _run_once(directory, lambda: finetune_stage(
         model_dir=directory, mode=mode, init_checkpoint=student['checkpoint']))
     add_row(iteration, 'finetune', student_network, finetuned)
+    if control_stage is not None and iteration == 1:
+      add_row(iteration, 'control', student_network,
+              _run_control(model_dir, mode, control_stage, finetune_stage,
+                           init))
     teacher = finetuned  # The fine-tuned student teaches the next iteration.
   print(format_table(rows), flush=True)
   return rows

@@ -11,10 +11,11 @@ SUMMARY_KEYS = {'iteration', 'stage', 'network', 'PQ', 'AP', 'mIoU',
                 'checkpoint'}
 
 
-def _check_one_iteration_summary(rows, model_dir):
+def _check_one_iteration_summary(rows, model_dir, control=False):
   """Stage order, summary.json, required keys, and each stage's checkpoint."""
   assert [(r['iteration'], r['stage']) for r in rows] == [
-      (0, 'teacher'), (1, 'pseudo_label'), (1, 'student'), (1, 'finetune')]
+      (0, 'teacher'), (1, 'pseudo_label'), (1, 'student'), (1, 'finetune')
+  ] + [(1, 'control')] * control
   with open(os.path.join(model_dir, loop.SUMMARY_FILE)) as f:
     assert json.load(f) == rows
   for row in rows:

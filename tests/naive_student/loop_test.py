@@ -11,6 +11,7 @@ import os
 from official_naive_student.core import gin_utils
 from official_naive_student.core import train_lib
 from official_naive_student.core import trainer as trainer_lib
+from official_naive_student.dataloaders import cityscapes_files as cf
 from official_naive_student.naive_student import loop
 from official_naive_student.naive_student import pseudo_label_stage
 
@@ -33,6 +34,7 @@ def _parse(root):
       'Trainer.num_steps = 2',
       'student/Trainer.num_steps = 2',
       'finetune/Trainer.num_steps = 2',
+      'STUDENT_STEPS = 2',
       'Trainer.checkpoint_every = 2',
       'Trainer.image_summary_every = 0',
   ])
@@ -41,10 +43,22 @@ def _parse(root):
 def test_chain_runs_once_and_summarizes(tmp_path, monkeypatch,
                                         check_one_iteration_summary):
   root, model_dir = str(tmp_path / 'data'), str(tmp_path / 'run')
+  built = {}  # model_dir -> (task, init_checkpoint) of each chain Trainer.
+  original_init = trainer_lib.Trainer.__init__
+
+  def recording_init(self, task, model_dir, **kwargs):
+    built[model_dir] = task, kwargs.get('init_checkpoint')
+    original_init(self, task, model_dir, **kwargs)
+  monkeypatch.setattr(trainer_lib.Trainer, '__init__', recording_init)
+
+  def stage_inputs(stage):
+    """(label formats of the training records, init checkpoint) of a stage."""
+    task, init = built[loop.stage_dir(model_dir, 1, stage)]
+    return {r.label_format for r in task.train_data._records}, init
   _parse(root)
   rows = train_lib.run_experiment(model_dir=model_dir)
 
-  check_one_iteration_summary(rows, model_dir)
+  check_one_iteration_summary(rows, model_dir, control=True)
   labels_row = rows[1]  # Rated against the hidden ground truth of every frame.
   assert 0 <= labels_row['mIoU'] <= 100 and 0 <= labels_row['PQ'] <= 100
   assert labels_row['num_frames'] == 2 * 4 + 2  # Video frames + extra images.
@@ -54,6 +68,15 @@ def test_chain_runs_once_and_summarizes(tmp_path, monkeypatch,
   labels = pseudo_label_stage.panoptic_json_path(
       loop.stage_dir(model_dir, 1, 'pseudo_label'))
   assert labels in student_config
+  # The control: the Student's start and steps on the human labels, then the
+  # same fine-tuning as the Student's.
+  teacher = os.path.join(model_dir, rows[0]['checkpoint'])
+  assert stage_inputs('student') == ({cf.LABEL_PANOPTIC}, teacher)
+  human_labels, init = stage_inputs('control_student')
+  assert cf.LABEL_PANOPTIC not in human_labels and init == teacher
+  assert stage_inputs('control') == (human_labels, os.path.join(
+      loop.stage_dir(model_dir, 1, 'control_student'), 'checkpoints',
+      'ckpt-2'))
 
   # A second run of the finished chain trains and labels nothing.
   def fail(*args, **kwargs):
