@@ -148,6 +148,23 @@ def encoded_image_size(data: tf.Tensor) -> tf.Tensor:
                  png_size, jpeg_size)
 
 
+def _has_tail_marker(data: tf.Tensor, marker: bytes,
+                     window: int = 1024) -> tf.Tensor:
+  """Whether `marker` occurs in the last `window` bytes of `data`.
+
+  A PNG ends with its IEND chunk; a file cut short has none. Decoders say
+  only 'Invalid PNG data', so this finds which image of a batch it was; the
+  window tolerates a little padding after the end.
+  """
+  length = tf.minimum(tf.strings.length(data), window)
+  tail = tf.io.decode_raw(tf.strings.substr(data, -length, length), tf.uint8)
+  starts = tf.maximum(tf.size(tail) - len(marker) + 1, 0)
+  found = tf.ones([starts], tf.bool)
+  for offset, byte in enumerate(marker):
+    found = tf.logical_and(found, tf.equal(tail[offset:offset + starts], byte))
+  return tf.reduce_any(found)
+
+
 def _padded_shape(x: tf.Tensor, rank: int) -> tf.Tensor:
   """tf.shape(x) padded with zeros to at least `rank` entries (any input rank)."""
   return tf.pad(tf.shape(x), [[0, rank]])[:rank]
@@ -181,8 +198,8 @@ def decode_images(encoded: tf.Tensor,
 
   Raises (at run time) InvalidArgumentError naming `encoded_images` for a
   wrong rank, an empty batch, bytes that are not PNG/JPEG, an image over the
-  pixel `budget` (read from its header, before decoding), or images of
-  different sizes in one batch.
+  pixel `budget` (read from its header, before decoding), a PNG cut short, or
+  images of different sizes in one batch (with the item's index).
   """
   valid = tf.logical_and(tf.equal(tf.rank(encoded), 1), tf.size(encoded) > 0)
   check = tf.debugging.Assert(valid, [tf.strings.format(
@@ -192,18 +209,22 @@ def decode_images(encoded: tf.Tensor,
     encoded = tf.reshape(encoded, [-1])
 
   def decode_one(data, index):
+    is_png = tf.equal(tf.strings.substr(data, 0, 8), _PNG_MAGIC)
     is_image = tf.logical_or(
-        tf.equal(tf.strings.substr(data, 0, 8), _PNG_MAGIC),
-        tf.equal(tf.strings.substr(data, 0, 3), _JPEG_MAGIC))
+        is_png, tf.equal(tf.strings.substr(data, 0, 3), _JPEG_MAGIC))
     check = tf.debugging.Assert(is_image, [tf.strings.format(
         ENCODED_IMAGES + '[{}] is not a PNG or JPEG image (its first bytes '
         'are neither signature); send the bytes of an image file (in JSON, '
         'base64-encoded as an object with the key b64)', [index])])
-    with tf.control_dependencies([check]):
-      data = tf.identity(data)
+    data = _control(check, data)
     if budget is not None:
       data = _control(budget.check(encoded_image_size(data),
                                    ENCODED_IMAGES + '[{}]', [index]), data)
+    complete = tf.logical_or(tf.logical_not(is_png),
+                             _has_tail_marker(data, b'IEND'))
+    data = _control(tf.debugging.Assert(complete, [tf.strings.format(
+        ENCODED_IMAGES + '[{}] is a truncated PNG (no IEND chunk at its end)',
+        [index])]), data)
     return tf.io.decode_image(data, channels=3, dtype=tf.uint8,
                               expand_animations=False)
 

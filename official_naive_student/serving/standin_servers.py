@@ -18,6 +18,7 @@ policy, no TLS.
 """
 
 import base64
+import binascii
 import http.server
 import json
 import re
@@ -97,8 +98,12 @@ def _to_tensor(name: str, value: Any, spec: tf.TensorSpec) -> tf.Tensor:
   except ValueError as e:  # Ragged nested lists.
     raise PredictError(f'input {name!r}: {e}') from e
   want = spec.dtype.as_numpy_dtype
-  if array.dtype == object or (array.dtype.kind == 'f' and
-                               np.dtype(want).kind in 'iu'):
+  if array.dtype.kind in 'OSUV':  # Strings, bytes, mixed: no numbers.
+    got = {'S': 'bytes', 'U': 'strings'}.get(array.dtype.kind,
+                                             'non-numeric values')
+    raise PredictError(f'input {name!r} must be {spec.dtype.name} numbers, '
+                       f'got {got}')
+  if array.dtype.kind == 'f' and np.dtype(want).kind in 'iu':
     raise PredictError(f'input {name!r} must be {spec.dtype.name}, got '
                        f'{array.dtype.name} values')
   if array.size and np.dtype(want).kind in 'iu':
@@ -112,14 +117,23 @@ def _to_tensor(name: str, value: Any, spec: tf.TensorSpec) -> tf.Tensor:
 # --- REST -------------------------------------------------------------------
 
 
-def _decode_b64(value: Any) -> Any:
-  """Replaces every {"b64": s} in nested JSON with the decoded bytes."""
+def _decode_b64(value: Any, where: str) -> Any:
+  """Replaces every {"b64": s} in nested JSON with the decoded bytes.
+
+  Raises:
+    PredictError: naming the field (`where`, e.g. 'instances[0].images') of a
+      value that is not base64.
+  """
   if isinstance(value, dict):
     if set(value) == {'b64'}:
-      return base64.b64decode(value['b64'])
-    return {k: _decode_b64(v) for k, v in value.items()}
+      try:
+        return base64.b64decode(value['b64'], validate=True)
+      except (binascii.Error, TypeError, ValueError) as e:
+        raise PredictError(f'{where}: "b64" must be a base64 string ({e})'
+                           ) from e
+    return {k: _decode_b64(v, f'{where}.{k}') for k, v in value.items()}
   if isinstance(value, list):
-    return [_decode_b64(v) for v in value]
+    return [_decode_b64(v, f'{where}[{i}]') for i, v in enumerate(value)]
   return value
 
 
@@ -132,13 +146,17 @@ def _json_value(array: np.ndarray) -> Any:
 def handle_predict(runner: SignatureRunner, body: Dict[str, Any]
                    ) -> Dict[str, Any]:
   """A TF Serving REST predict request body -> response body."""
+  if not isinstance(body, dict):
+    raise PredictError(f'the request body must be a JSON object with '
+                       f'"instances" or "inputs", got a JSON '
+                       f'{type(body).__name__}')
   signature_name = body.get('signature_name', DEFAULT_SIGNATURE)
   specs = runner.input_specs(signature_name)
   if ('instances' in body) == ('inputs' in body):
     raise PredictError('the request must have exactly one of "instances" '
                        '(row format) or "inputs" (columnar format)')
   if 'instances' in body:
-    instances = _decode_b64(body['instances'])
+    instances = _decode_b64(body['instances'], 'instances')
     if not isinstance(instances, list) or not instances:
       raise PredictError('"instances" must be a non-empty list')
     if all(isinstance(i, dict) for i in instances):
@@ -149,7 +167,7 @@ def handle_predict(runner: SignatureRunner, body: Dict[str, Any]
       raise PredictError(f'signature {signature_name!r} has inputs '
                          f'{sorted(specs)}: name them in each instance')
   else:
-    columns = _decode_b64(body['inputs'])
+    columns = _decode_b64(body['inputs'], 'inputs')
     if isinstance(columns, dict):
       inputs = columns
     elif len(specs) == 1:
@@ -200,9 +218,15 @@ class _RestHandler(http.server.BaseHTTPRequestHandler):
     try:
       length = int(self.headers.get('Content-Length', 0))
       body = json.loads(self.rfile.read(length) or b'{}')
-      self._reply(200, handle_predict(self.server.runner, body))
+      answer = handle_predict(self.server.runner, body)
     except (PredictError, json.JSONDecodeError) as e:
       self._reply(400, {'error': str(e)})
+      return
+    except Exception as e:  # pylint: disable=broad-except
+      # Never close the connection without an answer.
+      self._reply(500, {'error': f'{type(e).__name__}: {e}'})
+      return
+    self._reply(200, answer)
 
 
 class _StandIn:

@@ -3,6 +3,8 @@
 import base64
 import json
 import os
+import re
+import urllib.error
 import urllib.request
 
 import numpy as np
@@ -125,3 +127,43 @@ def test_client_cli_skips_bad_images_and_exits_non_zero(
                        f'--server={servers["rest"].url}', f'--input={folder}',
                        f'--output={out}'])
   check_bad_inputs_run(result, str(out), bad)
+
+
+def _post(url, body: bytes):
+  """(HTTP status, decoded JSON answer) of a raw REST predict request."""
+  request = urllib.request.Request(url + '/v1/models/panoptic:predict',
+                                   data=body, method='POST')
+  try:
+    with urllib.request.urlopen(request) as response:
+      return response.status, json.loads(response.read())
+  except urllib.error.HTTPError as e:
+    return e.code, json.loads(e.read())
+
+
+def _b64(data: bytes) -> dict:
+  return {'b64': base64.b64encode(data).decode()}
+
+
+def test_malformed_rest_requests_get_400_naming_the_field(servers, direct):
+  """Each of these used to close the connection without an answer."""
+  _, encoded, _ = direct
+  cut = encoded[1][:len(encoded[1]) // 2]
+  cases = [
+      ([_b64(encoded[0])], 'the request body must be a JSON object'),
+      ({'instances': [{'encoded_images': {'b64': 'not base64!'}}]},
+       r'instances\[0\]\.encoded_images: "b64" must be a base64 string'),
+      ({'inputs': {'encoded_images': [_b64(encoded[0]), {'b64': 7}]}},
+       r'inputs\.encoded_images\[1\]: "b64" must be a base64 string'),
+      ({'signature_name': 'serve_images',
+        'instances': [[[['a', 'b', 'c']]]]},
+       "input 'images' must be uint8 numbers, got strings"),
+      ({'signature_name': 'serve_images',
+        'instances': [{'images': _b64(encoded[0])}]},
+       "input 'images' must be uint8 numbers, got bytes"),
+      ({'instances': [_b64(encoded[0]), _b64(cut)]},
+       r'encoded_images\[1\] is a truncated PNG'),
+  ]
+  for body, message in cases:
+    status, answer = _post(servers['rest'].url, json.dumps(body).encode())
+    assert status == 400 and re.search(message, answer['error']), (body,
+                                                                   answer)

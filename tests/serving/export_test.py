@@ -132,6 +132,19 @@ def test_wrong_inputs_give_clear_errors(loaded, signature, inputs, message):
     loaded.signatures[signature](**inputs)
 
 
+def test_truncated_png_is_named_by_its_index(loaded, make_images):
+  images = make_images(3, 9, 9)
+  encoded = [tf.io.encode_png(i).numpy() for i in images]
+  padded = encoded[0] + b'\0' * 100  # Bytes after IEND: still decodes.
+  assert loaded.signatures['serving_default'](
+      encoded_images=tf.constant([padded, encoded[1]]))['panoptic'].shape == (
+          2, 9, 9)
+  with pytest.raises(tf.errors.InvalidArgumentError,
+                     match=r'encoded_images\[2\] is a truncated PNG'):
+    loaded.signatures['serving_default'](encoded_images=tf.constant(
+        [encoded[0], encoded[1], encoded[2][:len(encoded[2]) - 20]]))
+
+
 def test_batch_of_different_sizes_is_rejected(loaded, make_images):
   small, large = make_images(1, 9, 9)[0], make_images(1, 12, 9)[0]
   encoded = tf.constant([tf.io.encode_png(small).numpy(),
