@@ -118,15 +118,9 @@ def test_make_predictor_returns_one_image(servers, direct):
     np.testing.assert_array_equal(got['panoptic'], want['panoptic'][1])
 
 
-def test_client_cli_skips_bad_images_and_exits_non_zero(
-    servers, bad_inputs, run_python, repo_root, check_bad_inputs_run,
-    tmp_path):
-  folder, bad = bad_inputs
-  out = tmp_path / 'out'
-  result = run_python([os.path.join(repo_root, 'client.py'),
-                       f'--server={servers["rest"].url}', f'--input={folder}',
-                       f'--output={out}'])
-  check_bad_inputs_run(result, str(out), bad)
+def test_client_cli_skips_bad_images_and_exits_non_zero(servers,
+                                                        run_on_bad_inputs):
+  run_on_bad_inputs('client.py', f'--server={servers["rest"].url}')
 
 
 def _post(url, body: bytes):

@@ -89,12 +89,6 @@ def run_python():
 
 
 @pytest.fixture(scope='session')
-def repo_root():
-  """The repository root, where the command-line scripts are."""
-  return ROOT
-
-
-@pytest.fixture(scope='session')
 def make_images():
   """`fn(count=2, height=33, width=49, seed=0)` -> smooth uint8 images."""
   return _make_images
@@ -133,24 +127,26 @@ def bad_inputs(tmp_path):
                              'takes at most 2097152 pixels'}
 
 
-def _check_bad_inputs_run(result, output_dir, bad):
-  """Asserts that a predict.py or client.py run skipped `bad_inputs` loudly.
+@pytest.fixture
+def run_on_bad_inputs(bad_inputs, tmp_path):
+  """`fn(script, *flags)`: runs predict.py or client.py on `bad_inputs`.
 
-  Exit status 1, the good images written, and the last lines of stderr name
-  each bad file with its reason.
+  Asserts that it skipped them loudly: exit status 1, the good images
+  written, and the last lines of stderr naming each bad file with its reason.
   """
-  assert result.returncode == 1, result.stderr[-3000:]
-  assert f'Wrote predictions of 2 images to {output_dir}' in result.stdout
-  tail = result.stderr.strip().splitlines()[-len(bad):]
-  assert [line.split(': ')[0] for line in tail] == sorted(bad)
-  for line, path in zip(tail, sorted(bad)):
-    assert bad[path] in line, line
-  assert sorted(n for n in os.listdir(output_dir)
-                if n.endswith('_panoptic.png')) == ['a_panoptic.png',
-                                                    'e_panoptic.png']
+  folder, bad = bad_inputs
+  output_dir = str(tmp_path / 'out')
 
-
-@pytest.fixture(scope='session')
-def check_bad_inputs_run():
-  """`fn(completed_process, output_dir, bad)` asserting the run's outcome."""
-  return _check_bad_inputs_run
+  def run(script, *flags):
+    result = _run_python([os.path.join(ROOT, script), *flags,
+                          f'--input={folder}', f'--output={output_dir}'])
+    assert result.returncode == 1, result.stderr[-3000:]
+    assert f'Wrote predictions of 2 images to {output_dir}' in result.stdout
+    tail = result.stderr.strip().splitlines()[-len(bad):]
+    assert [line.split(': ')[0] for line in tail] == sorted(bad)
+    for line, path in zip(tail, sorted(bad)):
+      assert bad[path] in line, line
+    assert sorted(n for n in os.listdir(output_dir)
+                  if n.endswith('_panoptic.png')) == ['a_panoptic.png',
+                                                      'e_panoptic.png']
+  return run

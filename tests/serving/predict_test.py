@@ -121,12 +121,6 @@ def test_bad_images_are_reported_by_path_and_the_rest_written(
     assert line.startswith(f'{path}: ') and reason in line, line
 
 
-def test_predict_cli_skips_bad_images_and_exits_non_zero(
-    exported, bad_inputs, run_python, repo_root, check_bad_inputs_run,
-    tmp_path):
-  folder, bad = bad_inputs
-  out = tmp_path / 'out'
-  result = run_python([os.path.join(repo_root, 'predict.py'),
-                       f'--saved_model={exported["export_dir"]}',
-                       f'--input={folder}', f'--output={out}'])
-  check_bad_inputs_run(result, str(out), bad)
+def test_predict_cli_skips_bad_images_and_exits_non_zero(exported,
+                                                         run_on_bad_inputs):
+  run_on_bad_inputs('predict.py', f'--saved_model={exported["export_dir"]}')
