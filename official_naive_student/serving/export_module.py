@@ -9,7 +9,7 @@ bit. Signatures (the Model Garden's `image_bytes` / `image_tensor` pair):
 
   serving_default(encoded_images: string [B]) — PNG or JPEG bytes, decoded in the
     graph; all images of one request must have the same size.
-  serve_images(images: uint8 [B, H, W, 3]) — any size.
+  serve_images(images: uint8 [B, H, W, 3]) — any size within the pixel budget.
 
 Both return common.PRED_PANOPTIC int32 [B, H, W] (train_id * label_divisor +
 instance), PRED_SEMANTIC int32 [B, H, W] (train ids), PRED_INSTANCE int32
