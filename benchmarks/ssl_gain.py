@@ -1,0 +1,134 @@
+"""Does the Student beat its Teacher and the same compute on human labels? Over seeds.
+
+For each seed, one Naive-Student iteration of a chain config (default: the demo)
+with its supervised control on, and the oracle ablation from the same Teacher:
+
+  teacher    supervised on the human labels (iteration 0)
+  control    the Student's start, steps and schedules on the human labels only
+  student    trained on the Teacher's pseudo-labels, then fine-tuned (the method)
+  oracle     the same, on the true labels of the same frames (the ceiling)
+
+The seed sets weight initialization, dropout and the input pipelines' shuffles
+and augmentation (`Trainer.seed`, `InputPipeline.seed`); the world (the synthetic
+dataset) is fixed by --world_seed. It prints mean and sample standard deviation
+of PQ and mIoU per row, and of the paired differences (student - teacher,
+student - control) over seeds. A difference within its spread is not a result.
+
+  PYTHONPATH=. python benchmarks/ssl_gain.py --seeds 0,1,2 --out runs/ssl_gain
+
+Each run is a resumable chain under --out: re-running skips finished stages.
+"""
+
+import json
+import os
+import statistics
+import subprocess
+import sys
+from typing import Dict, List, Sequence
+
+from absl import app
+from absl import flags
+
+from official_naive_student.naive_student import loop
+
+_SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'], 'Training seeds.')
+_OUT = flags.DEFINE_string('out', 'runs/ssl_gain', 'Folder of the runs.')
+_GIN_FILE = flags.DEFINE_string('gin_file', 'gin/demo/naive_student.gin',
+                                'Chain config (its control_stage is used).')
+_WORLD_SEED = flags.DEFINE_integer(
+    'world_seed', None, 'Generator seed of the synthetic world (None: the '
+    "config's); its data goes to <out>/world<seed>.")
+_BINDINGS = flags.DEFINE_multi_string('gin_bindings', [],
+                                      'Extra bindings for every run.')
+_ORACLE = flags.DEFINE_bool('oracle', True, 'Also run the oracle Student.')
+
+ROWS = (('teacher', 0, 'teacher'), ('control', 1, 'control'),
+        ('student (before fine-tuning)', 1, 'student'),
+        ('student', 1, 'finetune'))
+ORACLE_ROWS = (('oracle (before fine-tuning)', 1, 'student'),
+               ('oracle', 1, 'finetune'))
+METRICS = ('PQ', 'mIoU')
+
+
+def _train(model_dir: str, bindings: Sequence[str]) -> List[Dict]:
+  command = [sys.executable, 'train.py', '--gin_file', _GIN_FILE.value,
+             '--model_dir', model_dir]
+  for binding in bindings:
+    command += ['--gin_bindings', binding]
+  print('+', ' '.join(command), flush=True)
+  subprocess.run(command, check=True)
+  with open(os.path.join(model_dir, loop.SUMMARY_FILE)) as f:
+    return json.load(f)
+
+
+def _row(rows: List[Dict], iteration: int, stage: str) -> Dict:
+  for row in rows:
+    if row['iteration'] == iteration and row['stage'] == stage:
+      return row
+  raise KeyError(f'no row ({iteration}, {stage!r}) in the summary')
+
+
+def run_seed(seed: int, out: str, world: Sequence[str]) -> Dict[str, Dict]:
+  """One seed's chain and oracle chain -> {row name: {PQ, mIoU}}."""
+  common = [f'Trainer.seed = {seed}', f'InputPipeline.seed = {seed}',
+            'run_naive_student.num_iterations = 1', *world,
+            *_BINDINGS.value]
+  chain_dir = os.path.join(out, f'seed{seed}')
+  rows = _train(chain_dir, common)
+  results = {name: _row(rows, i, stage) for name, i, stage in ROWS}
+  if _ORACLE.value:
+    oracle_dir = os.path.join(out, f'seed{seed}_oracle')
+    teacher = loop.stage_dir(oracle_dir, 0, 'teacher')
+    if not os.path.exists(teacher):  # The same Teacher, not a retrained one.
+      os.makedirs(oracle_dir, exist_ok=True)
+      os.symlink(os.path.abspath(loop.stage_dir(chain_dir, 0, 'teacher')),
+                 teacher)
+    rows = _train(oracle_dir, common + [
+        'label_and_measure.label_fn = @oracle_labels',
+        'run_naive_student.control_stage = None'])
+    results.update({name: _row(rows, i, stage)
+                    for name, i, stage in ORACLE_ROWS})
+  return {name: {m: row[m] for m in METRICS} for name, row in results.items()}
+
+
+def _mean_std(values: Sequence[float]) -> str:
+  spread = statistics.stdev(values) if len(values) > 1 else float('nan')
+  return f'{statistics.mean(values):6.2f} +- {spread:4.2f}'
+
+
+def format_table(per_seed: Dict[int, Dict[str, Dict]]) -> str:
+  """Mean +- sample std over seeds of each row and of the paired gains."""
+  seeds = sorted(per_seed)
+  names = list(per_seed[seeds[0]])
+  lines = [f'{len(seeds)} seeds: {seeds}',
+           f'{"row":<30}' + ''.join(f'{m:>18}' for m in METRICS)]
+  for name in names:
+    lines.append(f'{name:<30}' + ''.join(
+        f'{_mean_std([per_seed[s][name][m] for s in seeds]):>18}'
+        for m in METRICS))
+  for a, b in (('student', 'teacher'), ('student', 'control'),
+               ('oracle', 'teacher'), ('oracle', 'control')):
+    if a in names and b in names:
+      lines.append(f'{a + " - " + b:<30}' + ''.join(
+          f'{_mean_std([per_seed[s][a][m] - per_seed[s][b][m] for s in seeds]):>18}'
+          for m in METRICS))
+  return '\n'.join(lines)
+
+
+def main(_):
+  out = _OUT.value
+  world = []
+  if _WORLD_SEED.value is not None:
+    world = [f'ensure_synthetic_cityscapes.seed = {_WORLD_SEED.value}',
+             "ensure_synthetic_cityscapes.out_dir = "
+             f"'{os.path.join(out, f'world{_WORLD_SEED.value}')}'"]
+  per_seed = {int(s): run_seed(int(s), out, world) for s in _SEEDS.value}
+  table = format_table(per_seed)
+  print(table)
+  with open(os.path.join(out, 'ssl_gain.json'), 'w') as f:
+    json.dump({'gin_file': _GIN_FILE.value, 'world_seed': _WORLD_SEED.value,
+               'bindings': _BINDINGS.value, 'per_seed': per_seed}, f, indent=1)
+
+
+if __name__ == '__main__':
+  app.run(main)
