@@ -354,13 +354,11 @@ def merge_pseudo_labels(output_dir: str,
   return json_path
 
 
-def _build_teacher(task, strategy: tf.distribute.Strategy,
-                   precision: Optional[str] = None):
-  """The Teacher's network without weights (cheap), in `precision` if given."""
+def _build_teacher(task, strategy: tf.distribute.Strategy, precision: str):
+  """The Teacher's network without weights (cheap), in `precision`."""
   previous = keras.mixed_precision.global_policy()
   try:
-    if precision:
-      keras.mixed_precision.set_global_policy(precision)
+    keras.mixed_precision.set_global_policy(precision)
     with strategy.scope():
       return task.build_model()
   finally:
@@ -377,7 +375,7 @@ def pseudo_label(teacher_checkpoint: str, output_dir: str,
                  shard: int = 0, num_shards: int = 1,
                  strategy: Optional[tf.distribute.Strategy] = None,
                  max_frames: Optional[int] = None,
-                 precision: Optional[str] = None,
+                 precision: str = 'float32',
                  overwrite: bool = False) -> Optional[str]:
   """Labels `records` with the Teacher's TTA prediction; resumable and sharded.
 
@@ -394,8 +392,9 @@ def pseudo_label(teacher_checkpoint: str, output_dir: str,
     ego_car_void, batch_size, eval_pad_size, shard, num_shards, strategy,
     max_frames: see `write_pseudo_labels`.
     precision: the Keras dtype policy of the Teacher ('float32',
-      'mixed_bfloat16'); default: the global policy, which a Trainer of the
-      same process may have set, so a resumed run could differ (and refuse).
+      'mixed_bfloat16'), explicit rather than the process's global policy
+      (which a Trainer of the same process sets), so that a chain and the
+      same chain resumed after its Teacher stage label alike.
     overwrite: delete the folder's labels first (`remove_labels`) and start
       over; run it alone, not while other shards are labeling.
 

@@ -385,12 +385,11 @@ def test_finished_labels_refuse_another_teacher_until_overwritten(
   with pytest.raises(pls.SettingsMismatchError, match=mismatch):
     pls.pseudo_label(moved, out, records, task=_task(),
                      precision='mixed_bfloat16')
-  keras.mixed_precision.set_global_policy('mixed_bfloat16')  # As a Trainer.
+  # A Trainer of the same process (a chain's Teacher stage) sets the global
+  # policy; labels do not follow it, so a resumed chain labels alike.
+  keras.mixed_precision.set_global_policy('mixed_bfloat16')
   try:
-    with pytest.raises(pls.SettingsMismatchError, match=mismatch):
-      pls.pseudo_label(moved, out, records, task=_task())
-    assert pls.pseudo_label(moved, out, records, task=_task(),
-                            precision='float32') == out
+    assert pls.pseudo_label(moved, out, records, task=_task()) == out
   finally:
     keras.mixed_precision.set_global_policy('float32')
   assert _mtimes(out) == before  # Refused before any work.
