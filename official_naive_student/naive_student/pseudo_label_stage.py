@@ -192,15 +192,29 @@ def _remove_stale_temporaries(output_dir: str, shard: int, num_shards: int,
 
 
 def _predict(infer: Callable, pipeline: input_pipeline.InputPipeline,
-             strategy: tf.distribute.Strategy):
-  """Yields (image_id, panoptic [H', W'] int32) over the pipeline's frames."""
+             strategy: tf.distribute.Strategy, confidence_threshold: float):
+  """Yields (image_id, panoptic [H', W'] int32) over the pipeline's frames.
+
+  With `confidence_threshold`, pixels whose TTA-averaged top class probability
+  is below it are void (the Teacher's infer must return semantic probs).
+  """
   dataset = strategy.distribute_datasets_from_function(pipeline.dataset_fn)
   local = strategy.experimental_local_results
+  void_id = pipeline.void_id
+
+  def labels(outputs):
+    panoptic = outputs[common.PRED_PANOPTIC]
+    if confidence_threshold > 0:
+      confidence = tf.reduce_max(outputs[common.PRED_SEMANTIC_PROBS], axis=-1)
+      panoptic = tf.where(confidence < confidence_threshold, void_id, panoptic)
+    return panoptic
+
   for features in dataset:
     outputs = strategy.run(infer, args=(features[common.IMAGE],))
-    for names, panoptic in zip(local(features[common.IMAGE_NAME]),
-                               local(outputs[common.PRED_PANOPTIC])):
-      for name, one in zip(names.numpy(), panoptic.numpy()):
+    panoptic = strategy.run(labels, args=(outputs,))
+    for names, one_replica in zip(local(features[common.IMAGE_NAME]),
+                                  local(panoptic)):
+      for name, one in zip(names.numpy(), one_replica.numpy()):
         yield name.decode(), one
 
 
@@ -211,7 +225,8 @@ def write_pseudo_labels(
     eval_pad_size: Optional[Sequence[int]] = None, shard: int = 0,
     num_shards: int = 1, strategy: Optional[tf.distribute.Strategy] = None,
     max_frames: Optional[int] = None,
-    settings: Optional[Dict[str, object]] = None) -> Dict[str, object]:
+    settings: Optional[Dict[str, object]] = None,
+    confidence_threshold: float = 0.0) -> Dict[str, object]:
   """Labels this shard's frames that have no label yet, then marks the shard.
 
   Args:
@@ -231,6 +246,8 @@ def write_pseudo_labels(
     max_frames: stop after labeling this many frames (time-limited jobs); the
       next run goes on from there.
     settings: extra entries of settings.json that must match across runs.
+    confidence_threshold: void the pixels whose top class probability is
+      below it (0: hard labels everywhere, the paper's recipe).
 
   Returns:
     {'written', 'skipped', 'complete'}: frames labeled now, frames found done,
@@ -266,7 +283,8 @@ def write_pseudo_labels(
         len(mine), unit='frames', start=skipped,
         name=f'pseudo_label shard {shard}/{num_shards}')
     strategy = strategy or tf.distribute.get_strategy()
-    for image_id, panoptic in _predict(build_infer(), pipeline, strategy):
+    for image_id, panoptic in _predict(build_infer(), pipeline, strategy,
+                                       confidence_threshold):
       record = by_id[image_id]
       if eval_pad_size is not None:
         with Image.open(record.image_path) as image:  # Reads the header only.
@@ -376,7 +394,8 @@ def pseudo_label(teacher_checkpoint: str, output_dir: str,
                  strategy: Optional[tf.distribute.Strategy] = None,
                  max_frames: Optional[int] = None,
                  precision: str = 'float32',
-                 overwrite: bool = False) -> Optional[str]:
+                 overwrite: bool = False,
+                 confidence_threshold: float = 0.0) -> Optional[str]:
   """Labels `records` with the Teacher's TTA prediction; resumable and sharded.
 
   Args:
@@ -397,6 +416,9 @@ def pseudo_label(teacher_checkpoint: str, output_dir: str,
       same chain resumed after its Teacher stage label alike.
     overwrite: delete the folder's labels first (`remove_labels`) and start
       over; run it alone, not while other shards are labeling.
+    confidence_threshold: void pixels whose TTA-averaged top class
+      probability is below it, so the Student is not taught where the Teacher
+      is unsure (beyond the paper, whose labels are hard everywhere: 0).
 
   Returns:
     `output_dir` once every shard is done and the json is merged (at once if
@@ -411,6 +433,8 @@ def pseudo_label(teacher_checkpoint: str, output_dir: str,
   strategy = strategy or tf.distribute.get_strategy()
   model = _build_teacher(task, strategy, precision)
   teacher = label_settings.teacher_settings(prefix, model, scales, flip)
+  if confidence_threshold:
+    teacher['confidence_threshold'] = confidence_threshold
   if overwrite:
     remove_labels(output_dir)
   if file_io.is_done(output_dir):
@@ -431,7 +455,7 @@ def pseudo_label(teacher_checkpoint: str, output_dir: str,
       build_infer, records, output_dir, task.info, ego_car_void=ego_car_void,
       batch_size=batch_size, eval_pad_size=eval_pad_size, shard=shard,
       num_shards=num_shards, strategy=strategy, max_frames=max_frames,
-      settings=teacher)
+      settings=teacher, confidence_threshold=confidence_threshold)
   if result['complete'] and not pending_shards(output_dir):
     merge_pseudo_labels(output_dir, task.info)
     return output_dir

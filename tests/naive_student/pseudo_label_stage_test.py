@@ -448,3 +448,26 @@ def test_stale_temporaries_are_removed_at_the_next_start(setup, tmp_path):
   assert left == {f'{pls.SEGMENTS_DIR}/{theirs}.json.tmp-1-d',
                   f'{pls.SHARDS_DIR}/shard-00001-of-00002.json.tmp-1-f',
                   'settings.json.tmp-1', 'DONE.tmp-1-h'}
+
+
+def test_confidence_threshold_voids_the_pixels_the_teacher_is_unsure_of(
+    setup, tmp_path):
+  records = setup['records'][:4]
+  confidences = np.stack([
+      np.max(setup['tta_infer'](decode.decode_image(r.image_path)[np.newaxis])[
+          common.PRED_SEMANTIC_PROBS].numpy()[0], axis=-1) for r in records])
+  threshold = float(np.median(confidences))
+  out = str(tmp_path / 'confident')
+  assert pls.pseudo_label(setup['teacher_dir'], out, records, task=_task(),
+                          batch_size=4, confidence_threshold=threshold) == out
+  with open(os.path.join(out, label_settings.SETTINGS_FILE)) as f:
+    assert json.load(f)['confidence_threshold'] == threshold
+  hard, confident = _labels(setup['full']), _labels(out)
+  for record, confidence in zip(records, confidences):
+    label = confident[record.image_id]
+    unsure = confidence < threshold - 1e-4
+    sure = confidence > threshold + 1e-4
+    assert unsure.mean() > 0.3 and sure.mean() > 0.3
+    assert (label[unsure] == VOID).all()
+    assert _agreement(label[sure] // 1000,
+                      hard[record.image_id][sure] // 1000) >= _MIN_AGREEMENT
