@@ -1,7 +1,8 @@
 """Does the Student beat its Teacher and the same compute on human labels? Over seeds.
 
 For each seed, one Naive-Student iteration of a chain config (default: the demo)
-with its supervised control on, and the oracle ablation from the same Teacher:
+with its supervised control on, and, from the same Teacher, the oracle ablation
+and any --variant (e.g. confidence-masked labels):
 
   teacher    supervised on the human labels (iteration 0)
   control    the Student's start, steps and schedules on the human labels only
@@ -41,12 +42,15 @@ _WORLD_SEED = flags.DEFINE_integer(
 _BINDINGS = flags.DEFINE_multi_string('gin_bindings', [],
                                       'Extra bindings for every run.')
 _ORACLE = flags.DEFINE_bool('oracle', True, 'Also run the oracle Student.')
+_VARIANTS = flags.DEFINE_multi_string(
+    'variant', [], 'NAME=BINDING[;BINDING...]: another Student from the same '
+    'Teacher with these bindings, e.g. '
+    '"confident=pseudo_label.confidence_threshold = 0.7".')
 
 ROWS = (('teacher', 0, 'teacher'), ('control', 1, 'control'),
         ('student (before fine-tuning)', 1, 'student'),
         ('student', 1, 'finetune'))
-ORACLE_ROWS = (('oracle (before fine-tuning)', 1, 'student'),
-               ('oracle', 1, 'finetune'))
+ORACLE = 'oracle=label_and_measure.label_fn = @oracle_labels'
 METRICS = ('PQ', 'mIoU')
 
 
@@ -76,18 +80,18 @@ def run_seed(seed: int, out: str, world: Sequence[str]) -> Dict[str, Dict]:
   chain_dir = os.path.join(out, f'seed{seed}')
   rows = _train(chain_dir, common)
   results = {name: _row(rows, i, stage) for name, i, stage in ROWS}
-  if _ORACLE.value:
-    oracle_dir = os.path.join(out, f'seed{seed}_oracle')
-    teacher = loop.stage_dir(oracle_dir, 0, 'teacher')
+  for variant in ([ORACLE] if _ORACLE.value else []) + _VARIANTS.value:
+    name, bindings = variant.split('=', 1)
+    variant_dir = os.path.join(out, f'seed{seed}_{name}')
+    teacher = loop.stage_dir(variant_dir, 0, 'teacher')
     if not os.path.exists(teacher):  # The same Teacher, not a retrained one.
-      os.makedirs(oracle_dir, exist_ok=True)
+      os.makedirs(variant_dir, exist_ok=True)
       os.symlink(os.path.abspath(loop.stage_dir(chain_dir, 0, 'teacher')),
                  teacher)
-    rows = _train(oracle_dir, common + [
-        'label_and_measure.label_fn = @oracle_labels',
+    rows = _train(variant_dir, common + bindings.split(';') + [
         'run_naive_student.control_stage = None'])
-    results.update({name: _row(rows, i, stage)
-                    for name, i, stage in ORACLE_ROWS})
+    results[f'{name} (before fine-tuning)'] = _row(rows, 1, 'student')
+    results[name] = _row(rows, 1, 'finetune')
   return {name: {m: row[m] for m in METRICS} for name, row in results.items()}
 
 
@@ -106,9 +110,10 @@ def format_table(per_seed: Dict[int, Dict[str, Dict]]) -> str:
     lines.append(f'{name:<30}' + ''.join(
         f'{_mean_std([per_seed[s][name][m] for s in seeds]):>18}'
         for m in METRICS))
-  for a, b in (('student', 'teacher'), ('student', 'control'),
-               ('oracle', 'teacher'), ('oracle', 'control')):
-    if a in names and b in names:
+  for a in names:
+    if a in ('teacher', 'control') or '(' in a:
+      continue
+    for b in ('teacher', 'control'):
       lines.append(f'{a + " - " + b:<30}' + ''.join(
           f'{_mean_std([per_seed[s][a][m] - per_seed[s][b][m] for s in seeds]):>18}'
           for m in METRICS))
@@ -127,7 +132,8 @@ def main(_):
   print(table)
   with open(os.path.join(out, 'ssl_gain.json'), 'w') as f:
     json.dump({'gin_file': _GIN_FILE.value, 'world_seed': _WORLD_SEED.value,
-               'bindings': _BINDINGS.value, 'per_seed': per_seed}, f, indent=1)
+               'bindings': _BINDINGS.value, 'variants': _VARIANTS.value,
+               'per_seed': per_seed}, f, indent=1)
 
 
 if __name__ == '__main__':
