@@ -35,6 +35,8 @@ _CACHE = flags.DEFINE_bool('cache_decoded', True,
                            'InputPipeline.cache_decoded.')
 _PRECISION = flags.DEFINE_string('mixed_precision', None,
                                  'None or mixed_bfloat16.')
+_OUTPUT_STRIDE = flags.DEFINE_integer('output_stride', 16,
+                                     'Network output stride.')
 _THREADS = flags.DEFINE_integer('inter_op_threads', 0,
                                 'tf.config inter-op threads (0: default).')
 
@@ -48,7 +50,8 @@ def _task(cache_decoded: bool):
   return task_lib.PanopticDeepLabTask(
       train_data=pipeline, dataset_name='synthetic',
       model_fn=functools.partial(presets.build_panoptic_deeplab,
-                                 preset=_PRESET.value),
+                                 preset=_PRESET.value,
+                                 output_stride=_OUTPUT_STRIDE.value),
       loss_fn=functools.partial(panoptic_losses.PanopticLoss,
                                 top_k_percent=1.0))
 
@@ -97,7 +100,8 @@ def main(_):
     loop_rate = _STEPS.value / (time.perf_counter() - began)
   trainer_lib.set_mixed_precision(None)
   print(f'cache_decoded={_CACHE.value} mixed_precision={_PRECISION.value} '
-        f'preset={_PRESET.value} crop={_CROP.value} batch={_BATCH.value}')
+        f'preset={_PRESET.value} output_stride={_OUTPUT_STRIDE.value} '
+        f'crop={_CROP.value} batch={_BATCH.value}')
   print(f'input pipeline alone: {input_rate:7.1f} batches/s')
   print(f'compute alone:        {compute_rate:7.1f} steps/s')
   print(f'Trainer.train:        {loop_rate:7.1f} steps/s '
