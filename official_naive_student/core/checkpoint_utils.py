@@ -54,7 +54,7 @@ def _variable_paths(root, prefix: str) -> Dict[str, tf.Variable]:
   return paths
 
 
-def _checkpoint_paths(reader, prefix: str) -> Dict[str, str]:
+def checkpoint_paths(reader, prefix: str) -> Dict[str, str]:
   """Object path under `prefix` -> key of its value in the checkpoint.
 
   A variable is saved once, under the key of its shortest path from the root:
@@ -105,7 +105,7 @@ def restore_matching(checkpoint_path: str, root: tf.Module,
     checkpoint_path = latest
   reader = tf.train.load_checkpoint(checkpoint_path)
   shapes = reader.get_variable_to_shape_map()
-  saved = _checkpoint_paths(reader, prefix)
+  saved = checkpoint_paths(reader, prefix)
   wanted = _variable_paths(root, prefix)
   restored, missing, mismatch = [], [], []
   for path, variable in sorted(wanted.items()):

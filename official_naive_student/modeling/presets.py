@@ -81,6 +81,16 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         backbone=XCEPTION, backbone_kwargs=dict(depth='xception71'),
         aspp_conv_type=SEPARABLE_CONV, decoder_conv_type=SEPARABLE_CONV,
         head_conv_type=SEPARABLE_CONV),
+    # DeepLab2's Cityscapes WR-41 (`wide_resnet41_os16.textproto`): its layout
+    # and separable 5x5 decoder and head convolutions, the network of its
+    # published checkpoints (`tools/import_checkpoint.py`); 140,550,214
+    # weights, as DeepLab2 counts. DeepLab2 lowers drop path linearly over the
+    # stages ('linear' schedule); ours keeps 0.8 in every stage beyond stride 4.
+    'panoptic_deeplab_wr41_deeplab2': dict(
+        backbone=WIDE_RESNET,
+        backbone_kwargs=dict(depth='wide_resnet41', drop_path_keep_prob=0.8,
+                             layout=wide_resnet.DEEPLAB2),
+        decoder_conv_type=SEPARABLE_CONV, head_conv_type=SEPARABLE_CONV),
     # Tests and demos: one block per stage (one middle-flow unit), 16-channel
     # decoders; WR at 1/8 width (at 1/16 the oneDNN CPU kernel for the filter
     # gradient of its 8 -> 16 stride-2 1x1 shortcut corrupts the heap at even

@@ -54,3 +54,15 @@ def test_full_size_parameter_counts(preset, expected):
   model(tf.zeros([1, 17, 17, 3]), training=False)
   assert model_stats.count_params(model) == expected
   keras.backend.clear_session()
+
+
+def test_deeplab2_preset_has_deeplab2s_size():
+  # DeepLab2's wide_resnet41_os16 model reports 140,550,214 from Keras'
+  # count_params(), which includes the 70,464 batch-norm moving statistics;
+  # count_params here counts trainable weights only.
+  model = presets.build_panoptic_deeplab('panoptic_deeplab_wr41_deeplab2',
+                                         num_classes=19, sync_bn=False)
+  model(tf.zeros([1, 17, 17, 3]), training=False)
+  assert model.count_params() == 140_550_214
+  assert model_stats.count_params(model) == 140_479_750
+  keras.backend.clear_session()

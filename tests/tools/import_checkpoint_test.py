@@ -1,0 +1,208 @@
+"""tools/import_checkpoint: a checkpoint DeepLab2 saved gives DeepLab2's outputs here.
+
+The fixture (tests/testdata/deeplab2_tiny, see its README) was written by
+DeepLab2's own code; its recorded outputs are the reference, so CI needs no
+DeepLab2.
+"""
+
+import os
+
+import gin
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from official_naive_student import common
+from official_naive_student.core import checkpoint_utils
+from official_naive_student.core import gin_utils
+from official_naive_student.core import trainer as trainer_lib
+from official_naive_student.naive_student import pseudo_label_stage
+from official_naive_student.serving import export_lib
+from official_naive_student.tools import deeplab2_config
+from official_naive_student.tools import import_checkpoint
+
+FIXTURE = os.path.join(os.path.dirname(__file__), '..', 'testdata',
+                       'deeplab2_tiny')
+CHECKPOINT = os.path.join(FIXTURE, 'deeplab2_ckpt', 'ckpt')
+CONFIG = os.path.join(FIXTURE, 'config.textproto')
+_SUFFIX = '/.ATTRIBUTES/VARIABLE_VALUE'
+
+
+@pytest.fixture(scope='module')
+def imported(tmp_path_factory):
+  """The fixture imported once: (output dir, report)."""
+  out = str(tmp_path_factory.mktemp('imported'))
+  model, report, settings = import_checkpoint.import_deeplab2(CHECKPOINT,
+                                                              CONFIG)
+  dataset = import_checkpoint.resolve_dataset(
+      settings, None, report.model_options['num_classes'])
+  import_checkpoint.write_output(model, report, out, dataset, settings,
+                                 CHECKPOINT)
+  return out, report
+
+
+def _task_from_gin(out):
+  gin.clear_config()
+  gin_utils.parse_gin([os.path.join(out, import_checkpoint.GIN_FILE)], [])
+  return export_lib.build_task_from_gin()
+
+
+def test_imported_model_gives_deeplab2_outputs(imported):
+  out, report = imported
+  assert len(report.mapped) == 271 and not report.fresh
+  assert report.skipped  # global_step and the optimizer's state.
+  # What users restore: the written checkpoint through the written gin.
+  task = _task_from_gin(out)
+  model, _ = export_lib.restore_model(task, out)
+  reference = np.load(os.path.join(FIXTURE, 'deeplab2_outputs.npz'))
+  assert model.count_params() == int(reference['num_params'])
+  outputs = model(tf.constant(reference['image'], tf.float32), training=False)
+  for ours, theirs in ((common.PRED_SEMANTIC_LOGITS, 'semantic_logits'),
+                       (common.PRED_OFFSET, 'offset_map')):
+    np.testing.assert_allclose(outputs[ours].numpy(), reference[theirs],
+                               atol=1e-3, rtol=1e-5, err_msg=ours)
+  np.testing.assert_allclose(outputs[common.PRED_CENTER_HEATMAP].numpy()[..., 0],
+                             reference['center_heatmap'], atol=1e-4, rtol=1e-5)
+  # The textproto's post-processing and label space reached the task.
+  post = task.build_post_processor().get_config()
+  assert (post['nms_kernel'], post['keep_k'], post['stuff_area_limit']) == (
+      13, 400, 2048)
+  assert post['stuff_area_reference'] is None
+  assert task.info.name == 'cityscapes'
+
+
+def test_pseudo_label_stage_restores_the_import_as_teacher(imported):
+  out, _ = imported
+  model = _task_from_gin(out).build_model()
+  prefix = pseudo_label_stage.restore_teacher(model, out)
+  assert prefix == tf.train.latest_checkpoint(out)
+
+
+def test_trainer_starts_from_the_import_and_trains(imported, tmp_path):
+  out, _ = imported
+  task = _task_from_gin(out)
+  height, width, batch = 33, 65, 2
+
+  class ImportedTask:
+    input_shape = (height, width, 3)
+    global_batch_size = batch
+
+    def build_model(self):
+      return task.build_model()
+
+    def build_losses(self):
+      return task.build_losses()
+
+    def train_dataset_fn(self, input_context=None, start_step=0):
+      del input_context, start_step
+      ones = tf.ones([height, width])
+      labels = {
+          common.GT_SEMANTIC: tf.zeros([height, width], tf.int32),
+          common.GT_SEMANTIC_WEIGHTS: ones,
+          common.GT_CENTER_HEATMAP: tf.zeros([height, width, 1]),
+          common.GT_CENTER_WEIGHTS: ones,
+          common.GT_OFFSET: tf.zeros([height, width, 2]),
+          common.GT_OFFSET_WEIGHTS: ones,
+      }
+      image = {common.IMAGE: tf.fill([height, width, 3], 128.0)}
+      return tf.data.Dataset.from_tensors((image, labels)).repeat().batch(
+          batch, drop_remainder=True)
+
+    def write_image_summaries(self, model, step):
+      del model, step
+
+  trainer = trainer_lib.Trainer(ImportedTask(), str(tmp_path), num_steps=1,
+                                checkpoint_every=0, summary_every=1,
+                                init_checkpoint=out)
+  report = trainer.restore()
+  assert not report.missing_in_checkpoint and not report.shape_mismatch
+  reader = tf.train.load_checkpoint(CHECKPOINT)
+  key = 'semantic_last_layer/kernel' + _SUFFIX
+  np.testing.assert_array_equal(
+      trainer.model.semantic_head.final_conv.kernel.numpy(),
+      reader.get_tensor(key))
+  losses = trainer.train()
+  assert trainer.step == 1 and np.isfinite(losses[common.LOSS_TOTAL])
+
+
+def _fixture_values():
+  """{object path without suffix: value} of the fixture's network items."""
+  reader = tf.train.load_checkpoint(CHECKPOINT)
+  values = {}
+  for item in import_checkpoint.deeplab2_names.ITEMS:
+    for path, key in checkpoint_utils.checkpoint_paths(reader, item).items():
+      values[path[:-len(_SUFFIX)]] = reader.get_tensor(key)
+  return values
+
+
+def _write(values, prefix):
+  """A checkpoint with these object paths, as DeepLab2's layers would save."""
+  root = tf.Module()
+  for path, value in values.items():
+    node = root
+    *parents, leaf = path.split('/')
+    for name in parents:
+      if not hasattr(node, name):
+        setattr(node, name, tf.Module())
+      node = getattr(node, name)
+    setattr(node, leaf, tf.Variable(value))
+  return tf.train.Checkpoint(**{name: getattr(root, name) for name in {
+      p.split('/')[0] for p in values}}).write(prefix)
+
+
+def test_backbone_only_checkpoint_initializes_the_backbone(tmp_path):
+  encoder = {k: v for k, v in _fixture_values().items()
+             if k.startswith('encoder/')}
+  prefix = _write(encoder, str(tmp_path / 'imagenet' / 'ckpt'))
+  model, report, _ = import_checkpoint.import_deeplab2(prefix, CONFIG)
+  assert len(report.mapped) == len(encoder)
+  assert report.fresh and not any(p.startswith('backbone')
+                                  for p in report.fresh)
+  assert {p.split('/')[0] for p in report.fresh} == {
+      'semantic_decoder', 'instance_decoder', 'semantic_head', 'center_head',
+      'offset_head'}
+  np.testing.assert_array_equal(model.backbone.stem.conv.kernel.numpy(),
+                                encoder['encoder/_stem/_conv/kernel'])
+
+
+@pytest.mark.parametrize('edit, message', [
+    # Another architecture: DeepLab2's ResNet-50 has an Inception stem.
+    (lambda v: {('encoder/_stem/_conv1_bn_act/_conv/kernel'
+                 if k == 'encoder/_stem/_conv/kernel' else k): x
+                for k, x in v.items()}, r'not a DeepLab2 Wide-ResNet'),
+    (lambda v: {**v, 'encoder/_stage2/_block1/_squeeze_and_excite/_conv/kernel':
+                np.zeros([1, 1, 2, 2], np.float32)},
+     r'encoder/_stage2/_block1/_squeeze_and_excite/_conv/kernel'),
+    (lambda v: {**v, 'semantic_last_layer/kernel': np.zeros(
+        [1, 1, 16, 19], np.float32), 'semantic_head_without_last_layer/'
+        '_conv1_bn_act/_pointwise/_conv/kernel': np.zeros(
+            [1, 1, 16, 12], np.float32)},
+     r'shape \(1, 1, 16, 19\) in the checkpoint, \(1, 1, 12, 19\) in ours'),
+    (lambda v: {**v, 'aux_head/kernel': np.zeros([2], np.float32)},
+     r"items \['aux_head'\]"),
+    (lambda v: {k: x for k, x in v.items()
+                if not k.startswith('instance_regression_head_last_layer')},
+     r'without a DeepLab2 value: .*offset_head/final_conv'),
+])
+def test_mismatching_checkpoints_fail_naming_the_variable(tmp_path, edit,
+                                                          message):
+  prefix = _write(edit(_fixture_values()), str(tmp_path / 'ckpt'))
+  with pytest.raises(import_checkpoint.CheckpointMismatchError,
+                     match=message):
+    import_checkpoint.import_deeplab2(prefix, CONFIG)
+
+
+def test_textproto_settings():
+  with open(CONFIG) as f:
+    settings = deeplab2_config.read_settings(f.read())
+  assert settings['output_stride'] == 16
+  assert settings['atrous_rates'] == (6, 12, 18)
+  assert settings['low_level_features'] == ('res3', 'res2')
+  assert settings['dataset'] == 'cityscapes'
+  assert settings['post_processing'] == dict(
+      center_score_threshold=0.1, nms_kernel=13, keep_k_centers=400,
+      stuff_area_limit=2048)
+  with pytest.raises(ValueError, match='mobilenet_v3_large'):
+    deeplab2_config.read_settings(
+        'model_options { backbone { name: "mobilenet_v3_large" } '
+        'panoptic_deeplab { } }')
