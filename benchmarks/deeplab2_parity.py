@@ -10,9 +10,9 @@ the imported model on the same image and compares:
 
   the largest absolute differences of semantic logits, center heatmap and
   offsets, and the share of pixels whose semantic argmax and panoptic id agree
-  (both sides post-processed by this project's post-processor, so only the
-  network is compared; DeepLab2's post-processing is compared in
-  the project's DeepLab2 parity notes).
+  (both sides' outputs go through this project's post-processor with the
+  textproto's settings, so only the networks are compared; DeepLab2's own
+  post-processing is not run here).
 
   python benchmarks/deeplab2_parity.py --deeplab2_src /path/to/deeplab2 \
       --deeplab2_python /path/to/dl2venv/bin/python --out runs/deeplab2_parity
@@ -48,8 +48,7 @@ _STAGE = flags.DEFINE_enum('stage', 'all', ['all', 'deeplab2', 'ours'],
                            'deeplab2: only DeepLab2\'s side (run in its '
                            'interpreter); ours: only the comparison.')
 _FIXTURE = flags.DEFINE_bool(
-    'fixture', False, 'Keep only what the CI test needs (no optimizer slots '
-    'beyond one layer, float16-free npz).')
+    'fixture', False, 'Save the optimizer without Adam slots (small files).')
 
 CONFIG = 'configs/cityscapes/panoptic_deeplab/wide_resnet41_os16.textproto'
 SIZES = {'full': (1025, 2049), 'tiny': (65, 129)}
