@@ -1,4 +1,4 @@
-"""Does an imported DeepLab2 checkpoint give DeepLab2's outputs? Same weights, same image.
+"""Does an imported DeepLab2 checkpoint give DeepLab2's outputs on one image?
 
 Two environments take part, exchanging files only: DeepLab2's own code (on
 TF 2.21 with `tf_keras`, protos generated) builds its Panoptic-DeepLab from a

@@ -1,4 +1,4 @@
-"""Where each variable of a DeepLab2 Panoptic-DeepLab checkpoint lives in our model.
+"""Where each variable of a DeepLab2 Panoptic-DeepLab checkpoint lives in ours.
 
 DeepLab2 saves `tf.train.Checkpoint(global_step, optimizer, encoder,
 semantic_decoder, ...)` (its `DeepLab.checkpoint_items`); inside each item the
@@ -38,7 +38,8 @@ TRAINING_STATE_ITEMS = ('global_step', 'optimizer', 'backbone_optimizer',
 # `{low_level}` is filled with the decoder's low-level endpoint of that index.
 _LAYERS = (
     (r'_stem', 'stem'),
-    (r'_stage(\d)/_block(\d+)/_conv(\d)_bn(?:_act)?', r'stage\1_block\2.conv\3'),
+    (r'_stage(\d)/_block(\d+)/_conv(\d)_bn(?:_act)?',
+     r'stage\1_block\2.conv\3'),
     (r'_stage(\d)/_block(\d+)/_shortcut', r'stage\1_block\2.shortcut'),
     (r'_aspp/_conv_bn_act', 'aspp.conv_1x1'),
     (r'_aspp/_aspp_conv(\d)/_conv_bn_act', r'aspp.atrous_conv\1'),
@@ -138,7 +139,7 @@ def _one(values: Mapping[str, Any], what: str) -> Any:
 
 def infer_options(shapes: Mapping[Tuple[str, str], Sequence[int]]
                   ) -> Dict[str, Any]:
-  """`build_panoptic_deeplab` options of the network a DeepLab2 checkpoint holds.
+  """`build_panoptic_deeplab` options of the network in a DeepLab2 checkpoint.
 
   Only what shapes tell: backbone width and blocks per stage, decoder, ASPP and
   head widths, separable or regular 5x5 convolutions, the class count. Output
@@ -192,7 +193,8 @@ def infer_options(shapes: Mapping[Tuple[str, str], Sequence[int]]
     options[low_key] = tuple(low_level)
     options[decoder_key], decoder_types[item] = _conv_out(
         shapes, item, '_fusion_conv1/_conv1_bn_act')
-  for key, item in (('semantic_head_channels', 'semantic_head_without_last_layer'),
+  for key, item in (('semantic_head_channels',
+                     'semantic_head_without_last_layer'),
                     ('instance_head_channels',
                      'instance_center_head_without_last_layer'),
                     ('instance_head_channels',

@@ -11,7 +11,8 @@ import re
 from typing import Any, Dict, List, Optional
 
 # Token: a quoted string, a brace, a colon, or a bare word / number.
-_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|[{}:]|[^\s{}:#"\']+')
+_TOKEN = re.compile(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|[{}:]'
+                    r'|[^\s{}:#"\']+')
 # DeepLab2 dataset names -> ours (`datasets.get_dataset_info`).
 DATASETS = {'cityscapes_panoptic': 'cityscapes'}
 # DeepLab2 Wide-ResNet backbones our WideResNet (layout 'deeplab2') builds.

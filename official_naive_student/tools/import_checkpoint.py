@@ -1,7 +1,7 @@
-"""Imports a published DeepLab2 checkpoint as a model checkpoint of this project.
+"""Imports a published DeepLab2 checkpoint as a model checkpoint of ours.
 
   python -m official_naive_student.tools.import_checkpoint --format deeplab2 \\
-      --checkpoint wide_resnet41_os16_panoptic_deeplab_cityscapes_trainfine/ckpt-60000 \\
+      --checkpoint wide_resnet41_os16_panoptic_deeplab_cityscapes_trainfine \\
       --config wide_resnet41_os16.textproto --output_dir runs/wr41_deeplab2
 
 The checkpoint is read with `tf.train.load_checkpoint` alone (no DeepLab2 code).
@@ -34,6 +34,7 @@ import gin
 import numpy as np
 import tensorflow as tf
 
+from tensorflow.core.protobuf import trackable_object_graph_pb2
 from official_naive_student import common
 from official_naive_student import datasets
 from official_naive_student.core import checkpoint_utils
@@ -81,8 +82,8 @@ def read_deeplab2_checkpoint(
     (reader, {(item, path inside item): checkpoint key}, skipped keys).
 
   Raises:
-    CheckpointMismatchError: an item we have no counterpart for, or values no item
-      reaches.
+    CheckpointMismatchError: an item we have no counterpart for, or values
+      no item reaches.
   """
   if tf.io.gfile.isdir(path):
     # Model-zoo archives may lack the `checkpoint` state file: take the one
@@ -116,16 +117,16 @@ def read_deeplab2_checkpoint(
   skipped.extend(k for k in keys if _SLOT_MARK in k)
   unreached = sorted(keys - set(network.values()) - set(skipped))
   if unreached:
-    raise CheckpointMismatchError(f'{path}: values no checkpoint item reaches: '
-                       f'{unreached[:20]}')
+    raise CheckpointMismatchError(
+        f'{path}: values no checkpoint item reaches: {unreached[:20]}')
   if not network:
-    raise CheckpointMismatchError(f'{path}: no DeepLab2 network variables (items '
-                       f'{sorted(deeplab2_names.ITEMS)})')
+    raise CheckpointMismatchError(
+        f'{path}: no DeepLab2 network variables (items '
+        f'{sorted(deeplab2_names.ITEMS)})')
   return reader, network, sorted(skipped)
 
 
 def _top_level_items(reader) -> List[str]:
-  from tensorflow.core.protobuf import trackable_object_graph_pb2  # pylint: disable=g-import-not-at-top
   graph = trackable_object_graph_pb2.TrackableObjectGraph()
   graph.ParseFromString(reader.get_tensor(_OBJECT_GRAPH))
   return [child.local_name for child in graph.nodes[0].children]
@@ -145,8 +146,9 @@ def build_options(shapes: Dict[Tuple[str, str], Sequence[int]],
       # Our builder takes rates at OS16 and scales them to the output stride.
       rates = tuple(r * stride / 16 for r in settings['atrous_rates'])
       if any(r != int(r) for r in rates):
-        raise CheckpointMismatchError(f'atrous rates {settings["atrous_rates"]} at output '
-                           f'stride {stride} have no integer OS16 rates')
+        raise CheckpointMismatchError(
+            f'atrous rates {settings["atrous_rates"]} at output stride '
+            f'{stride} have no integer OS16 rates')
       options['atrous_rates'] = tuple(int(r) for r in rates)
   return options
 
@@ -166,36 +168,14 @@ def _resolve(model, attribute: str):
   return value
 
 
-def import_deeplab2(checkpoint: str, config: Optional[str] = None,
-                    num_classes: Optional[int] = None,
-                    skip_items: Sequence[str] = ()):
-  """Builds our network for a DeepLab2 checkpoint and copies every weight in.
-
-  Args:
-    checkpoint: DeepLab2 checkpoint prefix or folder.
-    config: DeepLab2 textproto path, or None.
-    num_classes: class count for a checkpoint without a semantic head.
-    skip_items: top-level checkpoint items to leave out.
+def _assign(model, reader, network: Dict[Tuple[str, str], str],
+            low_level: Sequence[str]) -> Tuple[Dict[str, str], set, List[str]]:
+  """Copies each DeepLab2 value into its variable of ours.
 
   Returns:
-    (model, ImportReport, settings from the textproto or None).
-
-  Raises:
-    CheckpointMismatchError: naming every variable that maps nowhere, twice, onto a
-      variable of another shape, or (for a full network) every variable of
-      ours left without a value.
+    ({DeepLab2 name: our path}, ids of the variables assigned, errors).
   """
-  reader, network, skipped = read_deeplab2_checkpoint(checkpoint, skip_items)
-  all_shapes = reader.get_variable_to_shape_map()
-  shapes = {name: all_shapes[key] for name, key in network.items()}
-  settings = deeplab2_config.optional_settings(config)
-  options = build_options(shapes, settings)
-  num_classes = options.pop('num_classes', None) or num_classes or (
-      settings or {}).get('num_classes') or 19
-  model = presets.build_panoptic_deeplab(PRESET, num_classes=num_classes,
-                                         **options)
-  model(tf.zeros([1, 65, 65, 3]), training=False)
-  low_level = (settings or {}).get('low_level_features') or ('res3', 'res2')
+  shapes = reader.get_variable_to_shape_map()
   errors, mapped, taken = [], {}, {}
   for (item, inner), key in sorted(network.items()):
     name = f'{item}/{inner}'
@@ -208,23 +188,56 @@ def import_deeplab2(checkpoint: str, config: Optional[str] = None,
     if variable is None or not hasattr(variable, 'assign'):
       errors.append(f'{name}: maps to model.{attribute}, which our '
                     f'{PRESET} network does not have')
-      continue
-    if tuple(variable.shape) != tuple(all_shapes[key]):
-      errors.append(f'{name}: shape {tuple(all_shapes[key])} in the '
-                    f'checkpoint, {tuple(variable.shape)} in ours '
-                    f'(model.{attribute})')
-      continue
-    if id(variable) in taken:
+    elif tuple(variable.shape) != tuple(shapes[key]):
+      errors.append(f'{name}: shape {tuple(shapes[key])} in the checkpoint, '
+                    f'{tuple(variable.shape)} in ours (model.{attribute})')
+    elif id(variable) in taken:
       errors.append(f'{name}: model.{attribute} already takes '
                     f'{taken[id(variable)]}')
-      continue
-    taken[id(variable)] = name
-    variable.assign(np.asarray(reader.get_tensor(key), np.float32))
-    mapped[name] = _path(model, variable)
-  fresh = sorted(_path(model, v) for v in model.weights
-                 if id(v) not in taken)
-  backbone_only = {item for item, _ in network} == {deeplab2_names.ENCODER}
-  if backbone_only:
+    else:
+      taken[id(variable)] = name
+      variable.assign(np.asarray(reader.get_tensor(key), np.float32))
+      mapped[name] = _path(model, variable)
+  return mapped, set(taken), errors
+
+
+def import_deeplab2(checkpoint: str, config: Optional[str] = None,
+                    num_classes: Optional[int] = None,
+                    skip_items: Sequence[str] = ()):
+  """Builds our network for a DeepLab2 checkpoint and copies every weight in.
+
+  Args:
+    checkpoint: DeepLab2 checkpoint prefix or folder.
+    config: DeepLab2 textproto path, or None.
+    num_classes: class count for a checkpoint without a semantic head
+      (default: the textproto's, else Cityscapes').
+    skip_items: top-level checkpoint items to leave out.
+
+  Returns:
+    (model, ImportReport, settings from the textproto or None).
+
+  Raises:
+    CheckpointMismatchError: naming every variable that maps nowhere, twice
+      or onto a variable of another shape, and (for a full network) every
+      variable of ours left without a value.
+  """
+  reader, network, skipped = read_deeplab2_checkpoint(checkpoint, skip_items)
+  shapes = reader.get_variable_to_shape_map()
+  settings = deeplab2_config.optional_settings(config) or {}
+  options = build_options({name: shapes[key] for name, key in network.items()},
+                          settings)
+  num_classes = (options.pop('num_classes', None) or num_classes
+                 or settings.get('num_classes')
+                 or datasets.get_dataset_info('cityscapes').num_classes)
+  model = presets.build_panoptic_deeplab(PRESET, num_classes=num_classes,
+                                         **options)
+  model(tf.zeros([1, 65, 65, 3]), training=False)
+  mapped, taken, errors = _assign(
+      model, reader, network,
+      settings.get('low_level_features') or ('res3', 'res2'))
+  fresh = sorted(_path(model, v) for v in model.weights if id(v) not in taken)
+  if {item for item, _ in network} == {deeplab2_names.ENCODER}:
+    # Backbone only (ImageNet): decoders and heads may stay fresh.
     fresh_backbone = sorted(_path(model, v) for v in model.backbone.weights
                             if id(v) not in taken)
     if fresh_backbone:
@@ -232,12 +245,13 @@ def import_deeplab2(checkpoint: str, config: Optional[str] = None,
   elif fresh:
     errors.append(f'variables of ours without a DeepLab2 value: {fresh}')
   if errors:
-    raise CheckpointMismatchError(f'{checkpoint} does not map onto {PRESET} '
-                       f'({len(errors)} problems):\n  ' + '\n  '.join(errors))
+    raise CheckpointMismatchError(
+        f'{checkpoint} does not map onto {PRESET} ({len(errors)} problems):'
+        '\n  ' + '\n  '.join(errors))
   options['num_classes'] = num_classes
   report = ImportReport(mapped, fresh, skipped, options)
   logging.info('Imported %s: %s', checkpoint, report.summary())
-  return model, report, settings
+  return model, report, settings or None
 
 
 def model_gin(options: Dict[str, Any], dataset: str,
@@ -245,7 +259,7 @@ def model_gin(options: Dict[str, Any], dataset: str,
   """Gin bindings of the imported network, label space and post-processing."""
   base = presets.preset_options(PRESET)
   lines = [
-      f'# Written by tools/import_checkpoint.py from the DeepLab2 checkpoint',
+      '# Written by tools/import_checkpoint.py from the DeepLab2 checkpoint',
       f'# {source}.',
       '# Input normalization: DeepLab2\'s image / 127.5 - 1, which',
       '# PanopticDeepLab.normalize_images also applies. DeepLab2 pools ASPP',
@@ -288,7 +302,7 @@ def model_gin(options: Dict[str, Any], dataset: str,
 
 def write_output(model, report: ImportReport, output_dir: str, dataset: str,
                  settings: Optional[Dict[str, Any]], source: str) -> str:
-  """Saves `model=` checkpoint and model.gin to `output_dir`; returns the prefix."""
+  """Saves a `model=` checkpoint and model.gin; returns the checkpoint."""
   if tf.train.latest_checkpoint(output_dir):
     raise FileExistsError(f'{output_dir} already holds a checkpoint')
   tf.io.gfile.makedirs(output_dir)
@@ -305,14 +319,16 @@ def resolve_dataset(settings: Optional[Dict[str, Any]],
   name = dataset or (settings or {}).get('dataset')
   if name is None:
     if settings and settings.get('deeplab2_dataset'):
-      raise CheckpointMismatchError(f'DeepLab2 dataset {settings["deeplab2_dataset"]!r} '
-                         f'has no counterpart here '
-                         f'({sorted(deeplab2_config.DATASETS)}); pass --dataset')
+      raise CheckpointMismatchError(
+          f'DeepLab2 dataset {settings["deeplab2_dataset"]!r} has no '
+          f'counterpart here ({sorted(deeplab2_config.DATASETS)}); pass '
+          '--dataset')
     name = 'cityscapes'
   info = datasets.get_dataset_info(name)
   if info.num_classes != num_classes:
-    raise CheckpointMismatchError(f'the checkpoint predicts {num_classes} classes, '
-                       f'dataset {name!r} has {info.num_classes}')
+    raise CheckpointMismatchError(
+        f'the checkpoint predicts {num_classes} classes, dataset {name!r} '
+        f'has {info.num_classes}')
   return name
 
 

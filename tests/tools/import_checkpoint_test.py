@@ -1,4 +1,4 @@
-"""tools/import_checkpoint: a checkpoint DeepLab2 saved gives DeepLab2's outputs here.
+"""tools/import_checkpoint: a checkpoint DeepLab2 saved gives its outputs here.
 
 The fixture (tests/testdata/deeplab2_tiny, see its README) was written by
 DeepLab2's own code; its recorded outputs are the reference, so CI needs no
@@ -61,8 +61,9 @@ def test_imported_model_gives_deeplab2_outputs(imported):
                        (common.PRED_OFFSET, 'offset_map')):
     np.testing.assert_allclose(outputs[ours].numpy(), reference[theirs],
                                atol=1e-3, rtol=1e-5, err_msg=ours)
-  np.testing.assert_allclose(outputs[common.PRED_CENTER_HEATMAP].numpy()[..., 0],
-                             reference['center_heatmap'], atol=1e-4, rtol=1e-5)
+  np.testing.assert_allclose(
+      outputs[common.PRED_CENTER_HEATMAP].numpy()[..., 0],
+      reference['center_heatmap'], atol=1e-4, rtol=1e-5)
   # The textproto's post-processing and label space reached the task.
   post = task.build_post_processor().get_config()
   assert (post['nms_kernel'], post['keep_k'], post['stuff_area_limit']) == (
