@@ -8,7 +8,6 @@ so train ids, label ids and colours are the official ones; CamVid is semantic on
 import dataclasses
 from typing import Dict, Tuple
 
-import gin
 import numpy as np
 from cityscapesscripts.helpers import labels as cs_labels
 
@@ -104,7 +103,6 @@ _REGISTRY: Dict[str, DatasetInfo] = {
     d.name: d for d in (CITYSCAPES, SYNTHETIC, CAMVID)}
 
 
-@gin.register
 def get_dataset_info(name: str = 'cityscapes') -> DatasetInfo:
   """Returns the `DatasetInfo` registered under `name`."""
   try:

@@ -1,11 +1,9 @@
 """The 'poly' learning-rate schedule with optional linear warm-up (DeepLab's default)."""
 
-import gin
 import keras
 import tensorflow as tf
 
 
-@gin.register
 @keras.saving.register_keras_serializable(package='naive_student')
 class PolyLearningRate(keras.optimizers.schedules.LearningRateSchedule):
   """lr(step) = base * (1 - step / decay_steps) ** power after `warmup_steps`.

@@ -143,7 +143,6 @@ class _PerExampleLoss(keras.layers.Layer):
     return config
 
 
-@gin.register
 @keras.saving.register_keras_serializable(package='naive_student')
 class TopKCrossEntropy(_PerExampleLoss):
   """Binds `top_k_cross_entropy`; call(labels, logits, weights=None) -> [B]."""
@@ -159,7 +158,6 @@ class TopKCrossEntropy(_PerExampleLoss):
     return top_k_cross_entropy(labels, logits, weights, **self._config)
 
 
-@gin.register
 @keras.saving.register_keras_serializable(package='naive_student')
 class WeightedMSE(_PerExampleLoss):
   """Binds `weighted_mse`; call(target, prediction, weights=None) -> [B]."""
@@ -168,7 +166,6 @@ class WeightedMSE(_PerExampleLoss):
     return weighted_mse(target, prediction, weights)
 
 
-@gin.register
 @keras.saving.register_keras_serializable(package='naive_student')
 class WeightedL1(_PerExampleLoss):
   """Binds `weighted_l1`; call(target, prediction, weights=None) -> [B]."""

@@ -8,14 +8,12 @@ numbers checkable and is what an ImageNet pre-training run would train.
 
 from typing import Optional
 
-import gin
 import keras
 
 from official_naive_student import common
 from official_naive_student.modeling.layers import replica_random
 
 
-@gin.register
 @keras.saving.register_keras_serializable(package='naive_student')
 class ImageNetClassifier(keras.Model):
   """Backbone -> global average pool of an endpoint -> Dense logits.

@@ -3,7 +3,7 @@
 The model only normalizes images, runs its parts and brings the three raw
 predictions to input resolution; it never post-processes, so training, eval,
 pseudo-labelling and export all share exactly this computation (STYLE.md 4.7).
-Parts are built by `presets.build_panoptic_deeplab` or bound with gin.
+Parts are built by `presets.build_panoptic_deeplab` (which gin binds).
 
 Output conventions (DeepLab2 `model/deeplab.py`): predictions are upsampled with
 aligned-corner bilinear resizing; offsets are predicted in stride-4 pixels and
@@ -13,7 +13,6 @@ pointing from a pixel to its instance center.
 
 from typing import Dict
 
-import gin
 import keras
 import tensorflow as tf
 
@@ -39,7 +38,6 @@ def normalize_images(images: tf.Tensor) -> tf.Tensor:
   return tf.cast(images, tf.float32) / 127.5 - 1.0
 
 
-@gin.register
 @keras.saving.register_keras_serializable(package='naive_student')
 class PanopticDeepLab(keras.Model):
   """Backbone -> {semantic, instance} decoder -> {semantic, center, offset} heads.

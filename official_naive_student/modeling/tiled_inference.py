@@ -29,7 +29,6 @@ features as in whole-image inference except for image pooling.
 import math
 from typing import Callable, Dict, List, Sequence
 
-import gin
 import numpy as np
 import tensorflow as tf
 
@@ -67,7 +66,6 @@ def tile_starts(size: int, tile: int, min_overlap: int = 0,
     count += 1
 
 
-@gin.register
 class TiledInference:
   """Runs a model on overlapping tiles and averages the outputs at image size.
 

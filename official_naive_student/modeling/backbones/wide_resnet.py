@@ -35,7 +35,6 @@ Where the resolution halves is the `layout`; weights are the same in both:
 
 from typing import List, Optional, Sequence, Tuple, Union
 
-import gin
 import keras
 
 from official_naive_student import common
@@ -185,7 +184,6 @@ def block_layout(depth: Union[int, str],
   return plan
 
 
-@gin.register
 @keras.saving.register_keras_serializable(package='naive_student')
 class WideResNet(keras.Model):
   """Wide-ResNet-38/41 returning the res2..res5 endpoints for a decoder.

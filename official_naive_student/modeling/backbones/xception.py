@@ -30,7 +30,6 @@ shifts a strided 3x3 conv's output by half an input pixel.
 import dataclasses
 from typing import Optional, Sequence, Tuple, Union
 
-import gin
 import keras
 
 from official_naive_student import common
@@ -83,7 +82,6 @@ def parse_depth(depth: Union[int, str]) -> int:
   return int(text)
 
 
-@gin.register
 @keras.saving.register_keras_serializable(package='naive_student')
 class XceptionModule(keras.layers.Layer):
   """Three separable 3x3 convs plus a shortcut (DeepLab's `xception_module`).
@@ -159,7 +157,6 @@ class XceptionModule(keras.layers.Layer):
     return {**super().get_config(), **self._config}
 
 
-@gin.register
 @keras.saving.register_keras_serializable(package='naive_student')
 class Xception(keras.Model):
   """Aligned Xception returning decoder endpoints {res2, res3, res4, res5}.

@@ -16,7 +16,6 @@ networks whose size the Naive-Student paper reports (see docs/model_stats.md);
 
 from typing import Dict, Optional, Sequence
 
-import gin
 import keras
 import tensorflow as tf
 
@@ -26,7 +25,6 @@ from official_naive_student.modeling.layers import conv_norm
 from official_naive_student.modeling.layers import resize
 
 
-@gin.register
 @keras.saving.register_keras_serializable(package='naive_student')
 class PanopticDeepLabDecoder(keras.layers.Layer):
   """One decoder branch: ASPP(high level) -> [upsample, concat low level, 5x5]*.

@@ -8,7 +8,6 @@ convolution to the output channels (Panoptic-DeepLab Sec. 3.1; DeepLab2's
   offset:   5x5 32  -> 1x1 2, (y, x) in feature-map pixels.
 """
 
-import gin
 import keras
 import tensorflow as tf
 
@@ -19,7 +18,6 @@ from official_naive_student.modeling.layers import conv_norm
 FINAL_CONV_STDDEV = 0.01
 
 
-@gin.register
 @keras.saving.register_keras_serializable(package='naive_student')
 class PredictionHead(keras.layers.Layer):
   """5x5 conv (regular or depthwise-separable) + BN + ReLU -> 1x1 conv with bias.

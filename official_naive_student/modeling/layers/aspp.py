@@ -18,7 +18,6 @@ tiled pooling where wanted; a window larger than the map is clipped to the map.
 
 from typing import Optional, Sequence, Tuple
 
-import gin
 import keras
 import tensorflow as tf
 
@@ -39,7 +38,6 @@ def scale_atrous_rates(rates: Sequence[int], output_stride: int) -> Tuple[int, .
   return tuple(max(1, int(round(r * 16 / output_stride))) for r in rates)
 
 
-@gin.register
 @keras.saving.register_keras_serializable(package='naive_student')
 class ASPP(keras.layers.Layer):
   """ASPP: [1x1, 3x3 rate r1, r2, r3, image pooling] -> concat -> 1x1 -> dropout.

@@ -12,7 +12,6 @@ every block output be used directly as an endpoint.
 
 from typing import Optional, Sequence
 
-import gin
 import keras
 import tensorflow as tf
 
@@ -20,7 +19,6 @@ from official_naive_student.modeling.layers import conv_norm
 from official_naive_student.modeling.layers import replica_random
 
 
-@gin.register
 @keras.saving.register_keras_serializable(package='naive_student')
 class DropPath(keras.layers.Layer):
   """Stochastic depth: drops a whole residual branch per sample while training.
@@ -146,7 +144,6 @@ class _ResidualBlock(keras.layers.Layer):
     return {**super().get_config(), **self._config}
 
 
-@gin.register
 @keras.saving.register_keras_serializable(package='naive_student')
 class BasicBlock(_ResidualBlock):
   """Two 3x3 convolutions: the block of Wide-ResNet's B2-B5 (Wu et al. 2019).
@@ -191,7 +188,6 @@ class BasicBlock(_ResidualBlock):
         strides=strides if stride_in_second_conv else 1)
 
 
-@gin.register
 @keras.saving.register_keras_serializable(package='naive_student')
 class BottleneckBlock(_ResidualBlock):
   """1x1 -> 3x3 -> 1x1 convolutions: the block of Wide-ResNet's B6 and B7.

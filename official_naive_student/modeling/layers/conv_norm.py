@@ -6,7 +6,6 @@ settings (momentum, epsilon, synchronized across replicas) are decided once.
 
 from typing import Optional
 
-import gin
 import keras
 
 # Batch norm settings of DeepLab2/Panoptic-DeepLab (momentum 0.99, epsilon 1e-3).
@@ -14,7 +13,6 @@ BN_MOMENTUM = 0.99
 BN_EPSILON = 1e-3
 
 
-@gin.register
 def build_norm(synchronized: bool = True,
                momentum: float = BN_MOMENTUM,
                epsilon: float = BN_EPSILON,

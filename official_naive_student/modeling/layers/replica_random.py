@@ -10,7 +10,6 @@ the generator's seed unchanged.
 
 from typing import Optional
 
-import gin
 import keras
 import tensorflow as tf
 
@@ -35,7 +34,6 @@ def uniform(shape, seed_generator: keras.random.SeedGenerator,
   return tf.cast(noise, dtype)
 
 
-@gin.register
 @keras.saving.register_keras_serializable(package='naive_student')
 class Dropout(keras.layers.Layer):
   """`keras.layers.Dropout` (element-wise, inverted scaling), masks per replica.
