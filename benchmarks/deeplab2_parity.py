@@ -109,10 +109,14 @@ def _build_deeplab2(src: str, size: str, height: int, width: int):
   # The ASPP pools over the training crop / output stride; a crop equal to the
   # input makes that global pooling, as in the Cityscapes configs.
   config.train_dataset_options.crop_size[:] = [height, width]
+  textproto = text_format.MessageToString(config)
+  # Drop path acts only in training; off, the training-mode pass that sets the
+  # batch-norm statistics runs the network inference runs.
+  config.model_options.backbone.drop_path_keep_prob = 1.0
   network = deeplab.DeepLab(
       config, dataset.MAP_NAME_TO_DATASET_INFO[
           config.train_dataset_options.dataset])
-  return network, config, text_format.MessageToString(config)
+  return network, config, textproto
 
 
 def run_deeplab2(src: str, out: str, size: str, seed: int, fixture: bool):
@@ -150,11 +154,16 @@ def run_deeplab2(src: str, out: str, size: str, seed: int, fixture: bool):
   # network's do, instead of dying out or blowing up with depth.
   norms = [m for m in network.submodules
            if isinstance(m, tf.keras.layers.BatchNormalization)]
-  for norm in norms:
-    norm.momentum = 0.0
+  dropouts = [m for m in network.submodules
+              if isinstance(m, tf.keras.layers.Dropout)]
+  for layer in norms + dropouts:
+    layer.saved = layer.momentum if layer in norms else layer.rate
+    setattr(layer, 'momentum' if layer in norms else 'rate', 0.0)
   network(tf.constant(image), training=True)
-  for norm in norms:
-    norm.momentum = 0.99
+  for layer in norms + dropouts:
+    setattr(layer, 'momentum' if layer in norms else 'rate', layer.saved)
+  for norm in norms:  # The pooled ASPP branch (1x1) has no batch variance.
+    norm.moving_variance.assign(tf.maximum(norm.moving_variance, 0.01))
   global_step = tf.Variable(1234, dtype=tf.int64, name='global_step')
   optimizer = tf.keras.optimizers.Adam(learning_rate=1e-4)
   if not fixture:
