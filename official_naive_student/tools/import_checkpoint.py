@@ -30,7 +30,6 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 from absl import app
 from absl import flags
 from absl import logging
-import gin
 import numpy as np
 import tensorflow as tf
 
@@ -40,7 +39,6 @@ from official_naive_student import datasets
 from official_naive_student.core import checkpoint_utils
 from official_naive_student.modeling import deeplab2_names
 from official_naive_student.modeling import presets
-from official_naive_student.naive_student import pseudo_label_stage
 from official_naive_student.tools import deeplab2_config
 
 PRESET = 'panoptic_deeplab_wr41_deeplab2'
@@ -330,20 +328,6 @@ def resolve_dataset(settings: Optional[Dict[str, Any]],
         f'the checkpoint predicts {num_classes} classes, dataset {name!r} '
         f'has {info.num_classes}')
   return name
-
-
-@gin.configurable
-def imported_stage(model_dir: str, mode: str = 'train_and_eval',
-                   checkpoint: str = gin.REQUIRED,
-                   init_checkpoint: Optional[str] = None) -> Dict[str, Any]:
-  """A chain stage that trains nothing: its model is an imported checkpoint.
-
-  Bound as `run_naive_student.teacher_stage`, the chain starts at iteration 1
-  with, e.g., DeepLab2's published Cityscapes WR-41 as the Teacher.
-  """
-  del model_dir, mode, init_checkpoint
-  return {'checkpoint': pseudo_label_stage.resolve_checkpoint(checkpoint),
-          'metrics': None, 'step': 0}
 
 
 _FORMAT = flags.DEFINE_enum('format', 'deeplab2', ['deeplab2'],

@@ -20,6 +20,7 @@ from official_naive_student.naive_student import pseudo_label_stage
 from official_naive_student.serving import export_lib
 from official_naive_student.tools import deeplab2_config
 from official_naive_student.tools import import_checkpoint
+from official_naive_student.tools import imported_stage
 
 FIXTURE = os.path.join(os.path.dirname(__file__), '..', 'testdata',
                        'deeplab2_tiny')
@@ -77,6 +78,13 @@ def test_pseudo_label_stage_restores_the_import_as_teacher(imported):
   model = _task_from_gin(out).build_model()
   prefix = pseudo_label_stage.restore_teacher(model, out)
   assert prefix == tf.train.latest_checkpoint(out)
+
+
+def test_imported_stage_hands_the_import_to_the_chain(imported):
+  out, _ = imported
+  result = imported_stage.imported_stage(model_dir='unused', checkpoint=out)
+  assert result['checkpoint'] == tf.train.latest_checkpoint(out)
+  assert result['metrics'] is None
 
 
 def test_trainer_starts_from_the_import_and_trains(imported, tmp_path):
