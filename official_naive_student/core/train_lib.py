@@ -14,6 +14,7 @@ import gin
 from official_naive_student.core import file_io
 from official_naive_student.core import gin_utils
 from official_naive_student.core import trainer as trainer_lib
+from official_naive_student.dataloaders import validate
 
 MODES = ('train', 'eval', 'train_and_eval')
 EVAL_RESULTS = 'eval_results.json'
@@ -30,17 +31,27 @@ def format_metrics(metrics: Dict[str, Optional[float]]) -> str:
 def run_stage(model_dir: str, mode: str = 'train_and_eval', task=gin.REQUIRED,
               trainer_fn: Callable = trainer_lib.Trainer,
               init_checkpoint: Optional[str] = None,
-              results_dir: Optional[str] = None) -> Dict[str, object]:
+              results_dir: Optional[str] = None,
+              validate_inputs: bool = True) -> Dict[str, object]:
   """Trains and/or evaluates `task` in `model_dir`; resumes after a kill.
 
   `results_dir` (optional) receives the evaluated predictions in the official
   evaluators' formats (`task.evaluate`), to score with cityscapesscripts.
+
+  With `validate_inputs`, every file the task's pipelines read is checked
+  (`dataloaders/validate.py`, cached) before the model is even built, and one
+  error lists all bad files; set it False only for data known to be good.
 
   Returns:
     {'checkpoint': latest checkpoint path, 'metrics': eval metrics or None}.
   """
   if mode not in MODES:
     raise ValueError(f'--mode {mode!r} is not one of {MODES}')
+  if validate_inputs:
+    training = mode in ('train', 'train_and_eval')
+    validate.validate_pipelines([
+        getattr(task, 'train_data', None) if training else None,
+        getattr(task, 'eval_data', None)])
   os.makedirs(model_dir, exist_ok=True)
   kwargs = {'init_checkpoint': init_checkpoint} if init_checkpoint else {}
   trainer = trainer_fn(task=task, model_dir=model_dir, **kwargs)

@@ -269,6 +269,23 @@ def load_example(record: cityscapes_files.Record,
   return image, panoptic
 
 
+def record_error(record: cityscapes_files.Record, error: BaseException) -> str:
+  """One line that names the file of `record` behind `error`.
+
+  The decoders' errors already start with their file; anything else (a missing
+  file, an unexpected exception) gets the record's image path in front, so a
+  failure deep inside tf.data or a validation report always says which file.
+  """
+  if isinstance(error, FileNotFoundError) and error.filename:
+    return f'{error.filename}: missing file'
+  text = str(error).strip().splitlines()[0] if str(error).strip() else ''
+  text = text or type(error).__name__
+  paths = (record.image_path, record.label_path, record.instance_path)
+  if any(p and text.startswith(p) for p in paths):
+    return text
+  return f'{record.image_path}: {type(error).__name__}: {text}'
+
+
 def encode_panoptic_png(panoptic: np.ndarray) -> bytes:
   """int32 panoptic map -> lossless RGB PNG bytes (id = R + 256 G + 65536 B).
 

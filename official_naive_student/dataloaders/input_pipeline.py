@@ -21,6 +21,7 @@ SEQUENCE_ID; labels: GT_PANOPTIC int32 [B, H, W] plus, in training, the
 `targets.encode_targets` dict); 'unlabeled' gives the features dict only.
 """
 
+import re
 from typing import Dict, Optional, Sequence, Union
 
 import gin
@@ -196,27 +197,55 @@ class InputPipeline:
     return None if self._records is None else len(self._records)
 
   @property
+  def records(self) -> Optional[list]:
+    """Records read from files; None for TFRecords (checked at conversion)."""
+    return self._records
+
+  @property
+  def dataset_info(self) -> datasets.DatasetInfo:
+    return self._info
+
+  @property
   def void_id(self) -> int:
     return self._info.ignore_label * self._info.label_divisor
 
   def _record_source(self, pipeline_id: int, num_pipelines: int, skip: int):
-    """Indices into `records`, decoded from files (labels through numpy).
+    """Indices into `records`, decoded from files in Python (errors name them).
 
     In training, elements are (k, example) with k the example's position in this
     pipeline's stream; the first `skip` are dropped before any decoding.
     """
     records, info = self._records, self._info
-    paths = tf.constant([r.image_path for r in records])
     names = tf.constant([r.image_id for r in records])
     sequences = tf.constant([r.sequence_id for r in records])
     frames = tf.constant([r.frame for r in records], tf.int64)
     with_label = self.mode != 'unlabeled'
 
+    # Both loaders run in Python so that a bad file's error names it: a failed
+    # in-graph decode only says 'Invalid PNG data', not which of 500 files.
+    def load_image(index):
+      record = records[int(index)]
+      try:  # TensorFlow's own decoder, eagerly: the same pixels as in-graph.
+        return decode_image_tf(tf.io.read_file(record.image_path))
+      except tf.errors.OpError as e:
+        # 'Invalid PNG data, size 12354', without TF's node and op names.
+        reason = re.sub(r'\{\{.*?\}\}|\[Op:.*', '', e.message).strip()
+        raise ValueError(f'{record.image_path}: unreadable, corrupt or '
+                         f'truncated image ({reason})') from None
+
     def load_label(index):
-      return decode.decode_label(records[int(index)], info)
+      record = records[int(index)]
+      try:
+        return decode.decode_label(record, info)
+      except Exception as e:  # pylint: disable=broad-except
+        message = decode.record_error(record, e)
+        if message == str(e):
+          raise  # Already names its file: no second traceback in the error.
+        raise ValueError(message) from e
 
     def load(index):
-      out = {common.IMAGE: decode_image_tf(tf.io.read_file(paths[index])),
+      image = tf.py_function(load_image, [index], tf.uint8)
+      out = {common.IMAGE: tf.ensure_shape(image, [None, None, 3]),
              common.IMAGE_NAME: names[index],
              common.SEQUENCE_ID: sequences[index],
              FRAME: frames[index]}

@@ -1,6 +1,9 @@
-"""Tests of InputPipeline: static shapes, determinism, sharding, modes."""
+"""InputPipeline: static shapes, determinism, sharding, modes, named errors."""
+
+import dataclasses
 
 import numpy as np
+from PIL import Image
 import pytest
 import tensorflow as tf
 
@@ -137,3 +140,32 @@ def test_bad_arguments(data):
     ip.InputPipeline(mode='eval')
   with pytest.raises(FileNotFoundError, match='no TFRecord files'):
     ip.InputPipeline(file_pattern=data[2] + '/nothing-*.tfrecord')
+
+
+def test_jpeg_records_decode_as_in_graph(data, tmp_path):
+  """Decoding in Python (to name bad files) gives TensorFlow's exact pixels."""
+  record = data[1][0]
+  jpeg = str(tmp_path / 'frame.jpg')
+  Image.open(record.image_path).save(jpeg, quality=75)
+  ds = ip.InputPipeline(records=[dataclasses.replace(record, image_path=jpeg)],
+                        mode='eval', global_batch_size=1).dataset_fn()
+  (features, _), = _take(ds, 1)
+  expected = tf.io.decode_image(tf.io.read_file(jpeg), channels=3).numpy()
+  np.testing.assert_array_equal(features[common.IMAGE][0], expected)
+
+
+@pytest.mark.parametrize('cache_decoded', [False, True])
+@pytest.mark.parametrize('bad', ['image_path', 'label_path', 'instance_path'])
+def test_a_bad_file_is_named_by_the_pipeline(tmp_path, bad, cache_decoded):
+  root = str(tmp_path / 'cityscapes')
+  tiny_cityscapes.write_tree(root, sequences=False, splits=('train',))
+  records = cf.find_records(root, 'train-fine')
+  path = getattr(records[1], bad)
+  with open(path, 'rb') as f:
+    data = f.read()
+  with open(path, 'wb') as f:
+    f.write(data[:len(data) // 2])
+  ds = _train({'records': records}, cache_decoded=cache_decoded).dataset_fn()
+  with pytest.raises(tf.errors.OpError) as e:
+    _take(ds, 2 * len(records))
+  assert f'ValueError: {path}: ' in str(e.value)
