@@ -152,8 +152,8 @@ def run_deeplab2(src: str, out: str, size: str, seed: int, fixture: bool):
   # Batch-norm statistics of this image (one training-mode pass at momentum
   # 0), so activations keep their scale and vary over the image as a trained
   # network's do, instead of dying out or blowing up with depth.
-  norms = [m for m in network.submodules
-           if isinstance(m, tf.keras.layers.BatchNormalization)]
+  # (DeepLab2's SyncBatchNormalization does not subclass BatchNormalization.)
+  norms = [m for m in network.submodules if hasattr(m, 'moving_variance')]
   dropouts = [m for m in network.submodules
               if isinstance(m, tf.keras.layers.Dropout)]
   for layer in norms + dropouts:

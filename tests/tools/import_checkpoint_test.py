@@ -58,13 +58,15 @@ def test_imported_model_gives_deeplab2_outputs(imported):
   reference = np.load(os.path.join(FIXTURE, 'deeplab2_outputs.npz'))
   assert model.count_params() == int(reference['num_params'])
   outputs = model(tf.constant(reference['image'], tf.float32), training=False)
-  for ours, theirs in ((common.PRED_SEMANTIC_LOGITS, 'semantic_logits'),
-                       (common.PRED_OFFSET, 'offset_map')):
+  # Measured: 6e-6, 6e-6, 3e-5 (logits up to 5.6, offsets up to 34 px).
+  for ours, theirs, atol in (
+      (common.PRED_SEMANTIC_LOGITS, 'semantic_logits', 1e-4),
+      (common.PRED_OFFSET, 'offset_map', 1e-3)):
     np.testing.assert_allclose(outputs[ours].numpy(), reference[theirs],
-                               atol=1e-3, rtol=1e-5, err_msg=ours)
+                               atol=atol, rtol=0, err_msg=ours)
   np.testing.assert_allclose(
       outputs[common.PRED_CENTER_HEATMAP].numpy()[..., 0],
-      reference['center_heatmap'], atol=1e-4, rtol=1e-5)
+      reference['center_heatmap'], atol=1e-4, rtol=0)
   # The textproto's post-processing and label space reached the task.
   post = task.build_post_processor().get_config()
   assert (post['nms_kernel'], post['keep_k'], post['stuff_area_limit']) == (
