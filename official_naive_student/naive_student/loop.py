@@ -38,15 +38,37 @@ def _relative(path: Optional[str], model_dir: str) -> Optional[str]:
   return None if path is None else os.path.relpath(path, model_dir)
 
 
+# Result entries that are paths; stage_result.json holds them relative to the
+# stage folder, so a chain folder that was moved can still be extended.
+_PATH_KEYS = ('checkpoint', 'json')
+_RELATIVE = 'relative_paths'
+
+
+def _paths_relative(result: Dict, directory: str) -> Dict:
+  out = {k: (os.path.relpath(v, directory)
+             if k in _PATH_KEYS and isinstance(v, str) else v)
+         for k, v in result.items()}
+  return {**out, _RELATIVE: True}
+
+
+def _paths_resolved(stored: Dict, directory: str) -> Dict:
+  """Inverse of `_paths_relative`; older files kept the paths as written."""
+  if not stored.pop(_RELATIVE, False):
+    return stored
+  return {k: (os.path.normpath(os.path.join(directory, v))
+              if k in _PATH_KEYS and isinstance(v, str) else v)
+          for k, v in stored.items()}
+
+
 def _run_once(directory: str, fn: Callable[[], Dict]) -> Dict:
   """Runs `fn` unless `directory` is DONE; returns (and stores) its result."""
   result_path = os.path.join(directory, STAGE_RESULT)
   if file_io.is_done(directory) and os.path.exists(result_path):
     logging.info('%s is done; skipping', directory)
-    return file_io.read_json(result_path)
+    return _paths_resolved(file_io.read_json(result_path), directory)
   os.makedirs(directory, exist_ok=True)
   result = fn()
-  file_io.atomic_write_json(result_path, result)
+  file_io.atomic_write_json(result_path, _paths_relative(result, directory))
   file_io.mark_done(directory)
   return result
 

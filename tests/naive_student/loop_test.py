@@ -85,3 +85,13 @@ def test_chain_runs_once_and_summarizes(tmp_path, monkeypatch,
   monkeypatch.setattr(pseudo_label_stage, 'write_pseudo_labels', fail)
   _parse(root)
   assert train_lib.run_experiment(model_dir=model_dir) == rows
+
+  # A moved chain folder is still a finished chain, with its own checkpoints.
+  moved = str(tmp_path / 'moved')
+  os.rename(model_dir, moved)
+  _parse(root)
+  assert train_lib.run_experiment(model_dir=moved) == rows
+  for name in os.listdir(moved):
+    result = os.path.join(moved, name, loop.STAGE_RESULT)
+    if os.path.exists(result):
+      assert str(tmp_path / 'run') not in open(result).read(), result
