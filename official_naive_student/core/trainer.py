@@ -39,6 +39,18 @@ def set_mixed_precision(policy: Optional[str]) -> None:
   keras.mixed_precision.set_global_policy(policy or 'float32')
 
 
+def _remove_partial_checkpoints(directory: str) -> None:
+  """Deletes `ckpt-*_temp/` folders: saves that a kill interrupted.
+
+  TF writes a checkpoint into `<prefix>_temp/` and renames its files into place
+  only when complete, so such a folder is never a checkpoint to resume from.
+  """
+  for folder in tf.io.gfile.glob(os.path.join(directory, '*_temp')):
+    if tf.io.gfile.isdir(folder):
+      logging.info('Removing %s, a checkpoint save that did not finish', folder)
+      tf.io.gfile.rmtree(folder)
+
+
 @gin.register
 class Trainer:
   """Trains `task`'s model in `model_dir`, resuming from its latest checkpoint.
@@ -119,6 +131,8 @@ class Trainer:
       resolver = self.strategy.cluster_resolver
       directory = os.path.join(model_dir, 'workers',
                                f'{resolver.task_type}_{resolver.task_id}')
+    else:
+      _remove_partial_checkpoints(directory)
     self.manager = tf.train.CheckpointManager(
         self.checkpoint, directory, max_to_keep=max_checkpoints,
         step_counter=self.optimizer.iterations)

@@ -104,7 +104,12 @@ def test_resume_after_kill_equals_uninterrupted_run(tmp_path):
   first.train()
   assert first.step == 3
   tf.keras.utils.set_random_seed(123)  # A fresh process: other random init.
+  # A save killed half-way leaves its temporary folder behind.
+  partial = tmp_path / 'killed' / trainer_lib.CHECKPOINT_SUBDIR / 'ckpt-6_temp'
+  partial.mkdir()
+  (partial / 'part-00000-of-00001.data-00000-of-00001').write_bytes(b'x')
   resumed = _trainer(tmp_path / 'killed')
+  assert not partial.exists()
   resumed.train()
   assert resumed.step == 6
   for a, b in zip(expected, _weights(resumed)):
