@@ -82,6 +82,22 @@ def parse_example(serialized: tf.Tensor,
   return out
 
 
+def _sizes_agree(example: Dict[str, tf.Tensor]) -> Dict[str, tf.Tensor]:
+  """`example`, once its image and label are known to have the same size.
+
+  The validation pass reports this before training; without it (or for
+  TFRecords) cropping would silently misalign the two.
+  """
+  image_size = tf.shape(example[common.IMAGE])[:2]
+  label_size = tf.shape(example[common.GT_PANOPTIC])
+  check = tf.debugging.Assert(
+      tf.reduce_all(tf.equal(image_size, label_size)),
+      ['image and label sizes differ: image id', example[common.IMAGE_NAME],
+       'image HxW', image_size, 'label HxW', label_size])
+  with tf.control_dependencies([check]):
+    return {k: tf.identity(v) for k, v in example.items()}
+
+
 def _resolve_files(file_pattern: Union[str, Sequence[str]]) -> list:
   """Globs, or a conversion folder (its manifest's shards), sorted."""
   patterns = [file_pattern] if isinstance(file_pattern, str) else file_pattern
@@ -306,6 +322,7 @@ class InputPipeline:
     def fn(index, example):
       seed = tf.stack([tf.constant(self._seed, tf.int64),
                        index * num_pipelines + pipeline_id])
+      example = _sizes_agree(example)
       image, panoptic = augment.preprocess_for_training(
           example[common.IMAGE], example[common.GT_PANOPTIC], seed,
           self._crop_size, label_pad_value=self.void_id,
@@ -320,6 +337,8 @@ class InputPipeline:
     return fn
 
   def _eval_map(self, example):
+    if common.GT_PANOPTIC in example:
+      example = _sizes_agree(example)
     image, panoptic = augment.preprocess_for_eval(
         example[common.IMAGE], example.get(common.GT_PANOPTIC),
         pad_to_size=self._eval_pad_size,

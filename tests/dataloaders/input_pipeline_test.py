@@ -169,3 +169,18 @@ def test_a_bad_file_is_named_by_the_pipeline(tmp_path, bad, cache_decoded):
   with pytest.raises(tf.errors.OpError) as e:
     _take(ds, 2 * len(records))
   assert f'ValueError: {path}: ' in str(e.value)
+
+
+def test_image_and_label_of_different_sizes_fail_with_the_image_id(tmp_path):
+  root = str(tmp_path / 'cityscapes')
+  tiny_cityscapes.write_tree(root, sequences=False)
+  records = cf.find_records(root, 'train-fine')
+  with Image.open(records[0].image_path) as image:
+    small = image.resize((image.width // 2, image.height // 2))
+  small.save(records[0].image_path)
+  for mode in ('train', 'eval'):
+    pipeline = ip.InputPipeline(records=records[:1], mode=mode,
+                                global_batch_size=1, crop_size=CROP)
+    with pytest.raises(tf.errors.InvalidArgumentError,
+                       match=f'sizes differ.*{records[0].image_id}'):
+      _take(pipeline.dataset_fn(), 1)
