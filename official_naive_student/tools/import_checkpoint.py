@@ -21,10 +21,24 @@ skipped.
 label space and post-processing, so that
   python export_saved_model.py --gin_file DIR/model.gin --checkpoint DIR ...
 works as is.
+
+`--format deeplab_tf1` reads the TF1 DeepLab model zoo's ImageNet Xception-71
+(`xception_71_2018_05_09.tar.gz`, a name-based TF-Slim checkpoint;
+`modeling/deeplab_tf1_names.py` maps its names) into preset
+`panoptic_deeplab_x71`: the checkpoint initializes the backbone, every backbone
+variable must receive a value, decoders and heads stay fresh and are listed;
+the ImageNet `logits` and `global_step` are skipped and counted. Any other
+variable is an error naming it (`--skip_items` takes regular expressions of
+names to leave out, e.g. 'ExponentialMovingAverage$').
+
+  python -m official_naive_student.tools.import_checkpoint \\
+      --format deeplab_tf1 --checkpoint xception_71/model.ckpt \\
+      --output_dir runs/x71_imagenet
 """
 
 import dataclasses
 import os
+import re
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from absl import app
@@ -38,10 +52,12 @@ from official_naive_student import common
 from official_naive_student import datasets
 from official_naive_student.core import checkpoint_utils
 from official_naive_student.modeling import deeplab2_names
+from official_naive_student.modeling import deeplab_tf1_names
 from official_naive_student.modeling import presets
 from official_naive_student.tools import deeplab2_config
 
 PRESET = 'panoptic_deeplab_wr41_deeplab2'
+TF1_PRESET = 'panoptic_deeplab_x71'
 GIN_FILE = 'model.gin'
 CHECKPOINT_NAME = 'ckpt'
 _VALUE_SUFFIX = '/.ATTRIBUTES/VARIABLE_VALUE'
@@ -60,11 +76,13 @@ class ImportReport:
   fresh: List[str]
   skipped: List[str]
   model_options: Dict[str, Any]
+  preset: str = PRESET
+  source_format: str = 'DeepLab2'
 
   def summary(self) -> str:
     return (f'{len(self.mapped)} variables imported, {len(self.fresh)} of '
-            f'ours left fresh, {len(self.skipped)} training-state values '
-            'skipped')
+            f'ours left fresh, {len(self.skipped)} checkpoint values '
+            'skipped (training state, classifier)')
 
 
 def read_deeplab2_checkpoint(
@@ -252,22 +270,117 @@ def import_deeplab2(checkpoint: str, config: Optional[str] = None,
   return model, report, settings or None
 
 
+def _tf1_prefix(path: str) -> str:
+  """A TF1 checkpoint prefix from a prefix or a folder holding one."""
+  if not tf.io.gfile.isdir(path):
+    return path
+  indexes = tf.io.gfile.glob(os.path.join(path, '*.index'))
+  latest = tf.train.latest_checkpoint(path) or (
+      indexes[0][:-len('.index')] if len(indexes) == 1 else None)
+  if latest is None:
+    raise FileNotFoundError(f'{path}: no checkpoint state file and '
+                            f'{len(indexes)} *.index files; pass a prefix')
+  return latest
+
+
+def import_deeplab_tf1(checkpoint: str, num_classes: Optional[int] = None,
+                       skip_patterns: Sequence[str] = ()):
+  """Builds preset `panoptic_deeplab_x71`; a TF1 xception_71 fills its backbone.
+
+  Args:
+    checkpoint: TF1 checkpoint prefix (e.g. `.../model.ckpt`) or folder.
+    num_classes: classes of the semantic head (default: Cityscapes').
+    skip_patterns: regular expressions; names they find are skipped too.
+
+  Returns:
+    (model, ImportReport, None).
+
+  Raises:
+    CheckpointMismatchError: naming every checkpoint variable that maps
+      nowhere, twice or onto a variable of another shape (both shapes), and
+      every backbone variable of ours left without a value.
+  """
+  prefix = _tf1_prefix(checkpoint)
+  reader = tf.train.load_checkpoint(prefix)
+  shapes = reader.get_variable_to_shape_map()
+  if _OBJECT_GRAPH in shapes:
+    raise CheckpointMismatchError(
+        f'{checkpoint}: an object-based (TF2) checkpoint; use --format '
+        'deeplab2 for DeepLab2 checkpoints')
+  skipped = sorted(
+      n for n in shapes if deeplab_tf1_names.is_skipped(n)
+      or any(re.search(p, n) for p in skip_patterns))
+  network = sorted(set(shapes) - set(skipped))
+  try:
+    width = deeplab_tf1_names.infer_width_multiplier(shapes)
+  except ValueError as e:
+    raise CheckpointMismatchError(f'{checkpoint}: {e}') from None
+  options: Dict[str, Any] = {'backbone_kwargs': (
+      {'width_multiplier': width} if width != 1 else {})}
+  num_classes = (num_classes
+                 or datasets.get_dataset_info('cityscapes').num_classes)
+  model = presets.build_panoptic_deeplab(TF1_PRESET, num_classes=num_classes,
+                                         **options)
+  model(tf.zeros([1, 65, 65, 3]), training=False)
+  errors, mapped, taken = [], {}, {}
+  for name in network:
+    try:
+      attribute = deeplab_tf1_names.our_attribute(name)
+    except KeyError as e:
+      errors.append(str(e).strip('"\''))
+      continue
+    variable = _resolve(model, attribute)
+    if variable is None or not hasattr(variable, 'assign'):
+      errors.append(f'{name}: maps to model.{attribute}, which our '
+                    f'{TF1_PRESET} network does not have')
+    elif tuple(variable.shape) != tuple(shapes[name]):
+      errors.append(f'{name}: shape {tuple(shapes[name])} in the checkpoint, '
+                    f'{tuple(variable.shape)} in ours (model.{attribute})')
+    elif id(variable) in taken:
+      errors.append(f'{name}: model.{attribute} already takes '
+                    f'{taken[id(variable)]}')
+    else:
+      taken[id(variable)] = name
+      variable.assign(np.asarray(reader.get_tensor(name), np.float32))
+      mapped[name] = _path(model, variable)
+  fresh_backbone = sorted(_path(model, v) for v in model.backbone.weights
+                          if id(v) not in taken)
+  if fresh_backbone:
+    expected = deeplab_tf1_names.tf1_names(
+        model.backbone.get_config()['num_middle_blocks'])
+    missing = sorted(n for n in expected if n not in shapes)
+    errors.append(f'backbone variables without a value: {fresh_backbone} '
+                  f'(the checkpoint lacks {missing})')
+  if errors:
+    raise CheckpointMismatchError(
+        f'{checkpoint} does not map onto {TF1_PRESET} ({len(errors)} '
+        'problems):\n  ' + '\n  '.join(errors))
+  fresh = sorted(_path(model, v) for v in model.weights if id(v) not in taken)
+  options['num_classes'] = num_classes
+  report = ImportReport(mapped, fresh, skipped, options, preset=TF1_PRESET,
+                        source_format='TF1 DeepLab')
+  logging.info('Imported %s: %s', checkpoint, report.summary())
+  return model, report, None
+
+
 def model_gin(options: Dict[str, Any], dataset: str,
-              settings: Optional[Dict[str, Any]], source: str) -> str:
+              settings: Optional[Dict[str, Any]], source: str,
+              preset: str = PRESET, source_format: str = 'DeepLab2') -> str:
   """Gin bindings of the imported network, label space and post-processing."""
-  base = presets.preset_options(PRESET)
+  base = presets.preset_options(preset)
   lines = [
-      '# Written by tools/import_checkpoint.py from the DeepLab2 checkpoint',
+      f'# Written by tools/import_checkpoint.py from the {source_format} '
+      'checkpoint',
       f'# {source}.',
-      '# Input normalization: DeepLab2\'s image / 127.5 - 1, which',
-      '# PanopticDeepLab.normalize_images also applies. DeepLab2 pools ASPP',
+      f'# Input normalization: {source_format}\'s image / 127.5 - 1, which',
+      '# PanopticDeepLab.normalize_images also applies. DeepLab pools ASPP',
       '# over the training crop (1025x2049: the whole map); ours pools',
       '# globally, the same on full frames.',
       'import official_naive_student.tasks.panoptic_deeplab',
       '',
       f'PanopticDeepLabTask.dataset_name = {dataset!r}',
       'PanopticDeepLabTask.model_fn = @build_panoptic_deeplab',
-      f'build_panoptic_deeplab.preset = {PRESET!r}',
+      f'build_panoptic_deeplab.preset = {preset!r}',
   ]
   for key, value in sorted(options.items()):
     if key == 'num_classes':
@@ -307,7 +420,8 @@ def write_output(model, report: ImportReport, output_dir: str, dataset: str,
   prefix = tf.train.Checkpoint(**{common.CKPT_MODEL: model}).save(
       os.path.join(output_dir, CHECKPOINT_NAME))
   with tf.io.gfile.GFile(os.path.join(output_dir, GIN_FILE), 'w') as f:
-    f.write(model_gin(report.model_options, dataset, settings, source))
+    f.write(model_gin(report.model_options, dataset, settings, source,
+                      report.preset, report.source_format))
   return prefix
 
 
@@ -330,8 +444,10 @@ def resolve_dataset(settings: Optional[Dict[str, Any]],
   return name
 
 
-_FORMAT = flags.DEFINE_enum('format', 'deeplab2', ['deeplab2'],
-                            'Checkpoint format.')
+_FORMAT = flags.DEFINE_enum(
+    'format', 'deeplab2', ['deeplab2', 'deeplab_tf1'],
+    'Checkpoint format: deeplab2 (object-based DeepLab2 checkpoints) or '
+    'deeplab_tf1 (the TF1 DeepLab model zoo\'s name-based xception_71).')
 _CHECKPOINT = flags.DEFINE_string('checkpoint', None,
                                   'Checkpoint prefix or folder.')
 _CONFIG = flags.DEFINE_string('config', None, 'DeepLab2 textproto (optional).')
@@ -342,7 +458,9 @@ _NUM_CLASSES = flags.DEFINE_integer(
     'num_classes', None, 'Classes of a backbone-only import (default: the '
     'dataset\'s).')
 _SKIP_ITEMS = flags.DEFINE_list('skip_items', [], 'Top-level checkpoint items '
-                                'to leave out, e.g. an ImageNet classifier.')
+                                'to leave out, e.g. an ImageNet classifier '
+                                '(deeplab_tf1: regular expressions searched '
+                                'in variable names).')
 
 
 def main(argv):
@@ -352,8 +470,15 @@ def main(argv):
   num_classes = _NUM_CLASSES.value
   if num_classes is None and _DATASET.value:
     num_classes = datasets.get_dataset_info(_DATASET.value).num_classes
-  model, report, settings = import_deeplab2(
-      _CHECKPOINT.value, _CONFIG.value, num_classes, _SKIP_ITEMS.value)
+  if _FORMAT.value == 'deeplab_tf1':
+    if _CONFIG.value:
+      raise app.UsageError('--config is a DeepLab2 textproto; deeplab_tf1 '
+                           'takes none')
+    model, report, settings = import_deeplab_tf1(
+        _CHECKPOINT.value, num_classes, _SKIP_ITEMS.value)
+  else:
+    model, report, settings = import_deeplab2(
+        _CHECKPOINT.value, _CONFIG.value, num_classes, _SKIP_ITEMS.value)
   dataset = resolve_dataset(settings, _DATASET.value,
                             report.model_options['num_classes'])
   prefix = write_output(model, report, _OUTPUT_DIR.value, dataset, settings,

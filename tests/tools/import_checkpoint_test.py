@@ -6,6 +6,7 @@ DeepLab2.
 """
 
 import os
+import re
 
 import gin
 import numpy as np
@@ -217,3 +218,168 @@ def test_textproto_settings():
     deeplab2_config.read_settings(
         'model_options { backbone { name: "mobilenet_v3_large" } '
         'panoptic_deeplab { } }')
+
+
+# --- --format deeplab_tf1: the TF1 DeepLab model zoo's xception_71 ---------
+
+_TF1_WIDTH = 1 / 16
+_BN_NAMES = ('gamma', 'beta', 'moving_mean', 'moving_variance')
+
+
+def _tf1_xception71_shapes(width=_TF1_WIDTH):
+  """Every variable of TF1 DeepLab's `xception_71` (research/deeplab/core/
+  xception.py) at `width`, written out here independently of our mapping."""
+  def c(channels):
+    return max(1, int(round(channels * width)))
+
+  shapes = {}
+
+  def conv_bn(scope, kernel, cin, cout):
+    shapes[f'{scope}/weights'] = [kernel, kernel, cin, cout]
+    for v in _BN_NAMES:
+      shapes[f'{scope}/BatchNorm/{v}'] = [cout]
+
+  conv_bn('xception_71/entry_flow/conv1_1', 3, 3, c(32))
+  conv_bn('xception_71/entry_flow/conv1_2', 3, c(32), c(64))
+  blocks = [(f'entry_flow/block{i + 1}', [d] * 3, 'conv', 1)
+            for i, d in enumerate((128, 256, 256, 728, 728))]
+  blocks += [('middle_flow/block1', [728] * 3, 'sum', 16),
+             ('exit_flow/block1', [728, 1024, 1024], 'conv', 1),
+             ('exit_flow/block2', [1536, 1536, 2048], 'none', 1)]
+  cin = c(64)
+  for block, depths, skip, units in blocks:
+    for unit in range(1, units + 1):
+      scope = f'xception_71/{block}/unit_{unit}/xception_module'
+      unit_in = x = cin
+      for k, depth in enumerate(depths, 1):
+        sep = f'{scope}/separable_conv{k}'
+        shapes[f'{sep}_depthwise/depthwise_weights'] = [3, 3, x, 1]
+        for v in _BN_NAMES:
+          shapes[f'{sep}_depthwise/BatchNorm/{v}'] = [x]
+        conv_bn(f'{sep}_pointwise', 1, x, c(depth))
+        x = c(depth)
+      if skip == 'conv':
+        conv_bn(f'{scope}/shortcut', 1, unit_in, x)
+      cin = x
+  shapes['xception_71/logits/weights'] = [1, 1, cin, 1001]
+  shapes['xception_71/logits/biases'] = [1001]
+  return shapes
+
+
+def _write_tf1(shapes, prefix, seed=0):
+  """A name-based TF1 checkpoint, as slim's tf.compat.v1 Saver writes it."""
+  rng = np.random.default_rng(seed)
+  values = {n: rng.standard_normal(s).astype(np.float32)
+            for n, s in shapes.items()}
+  values['global_step'] = np.array(123456, np.int64)
+  names = sorted(values)
+  os.makedirs(os.path.dirname(prefix), exist_ok=True)
+  tf.raw_ops.SaveV2(prefix=prefix, tensor_names=names,
+                    shape_and_slices=[''] * len(names),
+                    tensors=[tf.constant(values[n]) for n in names])
+  return values
+
+
+@pytest.fixture(scope='module')
+def tf1_imported(tmp_path_factory):
+  root = tmp_path_factory.mktemp('tf1')
+  prefix = str(root / 'xception_71' / 'model.ckpt')
+  values = _write_tf1(_tf1_xception71_shapes(), prefix)
+  model, report, settings = import_checkpoint.import_deeplab_tf1(prefix)
+  return root, prefix, values, model, report, settings
+
+
+def test_tf1_fixture_has_xception71s_variables():
+  shapes = _tf1_xception71_shapes(width=1)
+  # 2 stems + 5 entry + 16 middle + 2 exit modules; 6 convs with shortcuts.
+  assert len(shapes) == 2 * 5 + 23 * 30 + 6 * 5 + 2
+  params = sum(int(np.prod(s)) for n, s in shapes.items()
+               if not n.endswith(('moving_mean', 'moving_variance')))
+  # Our X-71 at full width has the same trainable parameters.
+  backbone = import_checkpoint.presets.build_backbone(
+      import_checkpoint.TF1_PRESET)
+  backbone(tf.zeros([1, 33, 33, 3]))
+  ours = sum(int(np.prod(v.shape)) for v in backbone.trainable_weights)
+  assert params - 2048 * 1001 - 1001 == ours
+
+
+def test_tf1_checkpoint_initializes_the_backbone(tf1_imported):
+  _, _, values, model, report, settings = tf1_imported
+  assert settings is None
+  assert sorted(report.skipped) == ['global_step', 'xception_71/logits/biases',
+                                    'xception_71/logits/weights']
+  assert len(report.mapped) == len(values) - 3
+  assert report.model_options['backbone_kwargs'] == {
+      'width_multiplier': _TF1_WIDTH}
+  # Every imported variable holds the fixture's array.
+  ours = {import_checkpoint._path(model, v): v for v in model.weights}
+  for name, path in report.mapped.items():
+    np.testing.assert_array_equal(ours[path].numpy(), values[name],
+                                  err_msg=name)
+  assert len(set(report.mapped.values())) == len(report.mapped)
+  backbone_paths = {import_checkpoint._path(model, v)
+                    for v in model.backbone.weights}
+  assert set(report.mapped.values()) == backbone_paths
+  assert {p.split('/')[0] for p in report.fresh} == {
+      'semantic_decoder', 'instance_decoder', 'semantic_head', 'center_head',
+      'offset_head'}
+  # The layer-by-layer correspondence, spelled out.
+  b = model.backbone
+  m = 'xception_71/middle_flow/block1/unit_16/xception_module'
+  e = 'xception_71/entry_flow/block3/unit_1/xception_module'
+  for ours_value, name in (
+      (b.entry_flow_conv1_2.conv.kernel,
+       'xception_71/entry_flow/conv1_2/weights'),
+      (b.entry_flow_conv1_1.norm.moving_variance,
+       'xception_71/entry_flow/conv1_1/BatchNorm/moving_variance'),
+      (b.entry_flow_block3.shortcut.conv.kernel, f'{e}/shortcut/weights'),
+      (b.entry_flow_block3.shortcut.norm.beta, f'{e}/shortcut/BatchNorm/beta'),
+      (b.middle_flow_unit16.separable_conv2.depthwise.kernel,
+       f'{m}/separable_conv2_depthwise/depthwise_weights'),
+      (b.middle_flow_unit16.separable_conv2.depthwise_norm.gamma,
+       f'{m}/separable_conv2_depthwise/BatchNorm/gamma'),
+      (b.middle_flow_unit16.separable_conv3.norm.moving_mean,
+       f'{m}/separable_conv3_pointwise/BatchNorm/moving_mean'),
+      (b.exit_flow_block2.separable_conv3.conv.kernel,
+       'xception_71/exit_flow/block2/unit_1/xception_module/'
+       'separable_conv3_pointwise/weights')):
+    np.testing.assert_array_equal(ours_value.numpy(), values[name])
+
+
+def test_tf1_import_writes_a_restorable_model(tf1_imported, tmp_path):
+  _, prefix, values, model, report, _ = tf1_imported
+  out = str(tmp_path / 'out')
+  import_checkpoint.write_output(model, report, out, 'cityscapes', None,
+                                 prefix)
+  with open(os.path.join(out, import_checkpoint.GIN_FILE)) as f:
+    text = f.read()
+  assert "build_panoptic_deeplab.preset = 'panoptic_deeplab_x71'" in text
+  restored, _ = export_lib.restore_model(_task_from_gin(out), out)
+  np.testing.assert_array_equal(
+      restored.backbone.exit_flow_block1.shortcut.conv.kernel.numpy(),
+      values['xception_71/exit_flow/block1/unit_1/xception_module/'
+             'shortcut/weights'])
+
+
+_DW = ('xception_71/middle_flow/block1/unit_7/xception_module/'
+       'separable_conv1_depthwise/depthwise_weights')
+
+
+@pytest.mark.parametrize('edit, message', [
+    (lambda s: {k: v for k, v in s.items() if k != _DW},
+     r'backbone variables without a value: '
+     r'\[.*middle_flow_unit7/separable_conv1/depthwise.*lacks \[.*' + _DW),
+    (lambda s: {**s, _DW: [3, 3, 47, 1]},
+     re.escape(_DW) + r': shape \(3, 3, 47, 1\) in the checkpoint, '
+     r'\(3, 3, 46, 1\) in ours'),
+    (lambda s: {**s, 'xception_71/entry_flow/block1/unit_1/xception_module/'
+                'separable_conv1_depthwise/biases': [8]},
+     r'separable_conv1_depthwise/biases: no counterpart'),
+])
+def test_tf1_mismatching_checkpoints_fail_naming_the_variable(tmp_path, edit,
+                                                              message):
+  prefix = str(tmp_path / 'model.ckpt')
+  _write_tf1(edit(_tf1_xception71_shapes()), prefix)
+  with pytest.raises(import_checkpoint.CheckpointMismatchError,
+                     match=message):
+    import_checkpoint.import_deeplab_tf1(prefix)
