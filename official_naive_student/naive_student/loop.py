@@ -10,6 +10,7 @@ same input pipeline as human labels (STYLE.md, "data flow, always one way").
 `DIR/summary.json` holds one row per stage, as the paper's Table 1.
 """
 
+import hashlib
 import os
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -19,6 +20,7 @@ import gin
 from official_naive_student import datasets
 from official_naive_student.core import file_io
 from official_naive_student.naive_student import label_quality
+from official_naive_student.naive_student import label_settings
 from official_naive_student.naive_student import pseudo_label_stage as labels_lib
 
 SUMMARY_FILE = 'summary.json'
@@ -42,6 +44,7 @@ def _relative(path: Optional[str], model_dir: str) -> Optional[str]:
 # stage folder, so a chain folder that was moved can still be extended.
 _PATH_KEYS = ('checkpoint', 'json')
 _RELATIVE = 'relative_paths'
+_INPUTS = 'input_fingerprints'
 
 
 def _paths_relative(result: Dict, directory: str) -> Dict:
@@ -60,15 +63,51 @@ def _paths_resolved(stored: Dict, directory: str) -> Dict:
           for k, v in stored.items()}
 
 
-def _run_once(directory: str, fn: Callable[[], Dict]) -> Dict:
-  """Runs `fn` unless `directory` is DONE; returns (and stores) its result."""
+class StageInputsChangedError(RuntimeError):
+  """A finished stage was made from other inputs than the chain gives it now."""
+
+
+def _fingerprints(inputs: Dict[str, Optional[str]]) -> Dict[str, Optional[str]]:
+  """sha256 of each input: a checkpoint's index, or a file's bytes."""
+  out = {}
+  for name, path in sorted(inputs.items()):
+    if path is None:
+      out[name] = None
+    elif os.path.isfile(path):
+      with open(path, 'rb') as f:
+        out[name] = hashlib.sha256(f.read()).hexdigest()
+    else:
+      out[name] = label_settings.teacher_fingerprint(
+          labels_lib.resolve_checkpoint(path))
+  return out
+
+
+def _run_once(directory: str, fn: Callable[[], Dict],
+              inputs: Optional[Dict[str, Optional[str]]] = None) -> Dict:
+  """Runs `fn` unless `directory` is DONE; returns (and stores) its result.
+
+  `inputs` (name -> checkpoint or file the stage starts from) are stored as
+  fingerprints: a finished stage whose inputs have changed since (a Teacher
+  retrained, labels rewritten) is an error, not silently reused.
+  """
   result_path = os.path.join(directory, STAGE_RESULT)
+  fingerprints = _fingerprints(inputs or {})
   if file_io.is_done(directory) and os.path.exists(result_path):
+    stored = file_io.read_json(result_path)
+    before = stored.pop(_INPUTS, None)
+    if before is not None and before != fingerprints:
+      changed = sorted(k for k in set(before) | set(fingerprints)
+                       if before.get(k) != fingerprints.get(k))
+      raise StageInputsChangedError(
+          f'{directory} is finished but was made from other inputs '
+          f'({", ".join(changed)} changed since); delete that folder (and the '
+          'stages after it) to redo it with the current ones')
     logging.info('%s is done; skipping', directory)
-    return _paths_resolved(file_io.read_json(result_path), directory)
+    return _paths_resolved(stored, directory)
   os.makedirs(directory, exist_ok=True)
   result = fn()
-  file_io.atomic_write_json(result_path, _paths_relative(result, directory))
+  file_io.atomic_write_json(result_path, {
+      **_paths_relative(result, directory), _INPUTS: fingerprints})
   file_io.mark_done(directory)
   return result
 
@@ -90,10 +129,11 @@ def _run_control(model_dir: str, mode: str, control_stage: Callable,
   """The Student's two trainings, from the Student's start, on human labels."""
   directory = stage_dir(model_dir, 1, 'control_student')
   trained = _run_once(directory, lambda: control_stage(
-      model_dir=directory, mode=mode, init_checkpoint=init))
+      model_dir=directory, mode=mode, init_checkpoint=init), {'init': init})
   directory = stage_dir(model_dir, 1, 'control')
   return _run_once(directory, lambda: finetune_stage(
-      model_dir=directory, mode=mode, init_checkpoint=trained['checkpoint']))
+      model_dir=directory, mode=mode, init_checkpoint=trained['checkpoint']),
+                   {'init': trained['checkpoint']})
 
 
 @gin.register
@@ -206,7 +246,8 @@ def run_naive_student(model_dir: str,
     teacher_scope = 'teacher' if iteration == 1 else 'finetune'
     with gin.config_scope(teacher_scope):
       labels = _run_once(labels_dir, lambda: pseudo_label_stage(
-          teacher_checkpoint=teacher['checkpoint'], output_dir=labels_dir))
+          teacher_checkpoint=teacher['checkpoint'], output_dir=labels_dir),
+                         {'teacher': teacher['checkpoint']})
     add_row(iteration, 'pseudo_label',
             teacher_network if iteration == 1 else student_network,
             {'metrics': labels.get('quality'), 'checkpoint': None})
@@ -217,13 +258,15 @@ def run_naive_student(model_dir: str,
             'previous_student': previous_student}[student_init]
     directory = stage_dir(model_dir, iteration, 'student')
     student = _run_once(directory, lambda: student_stage(
-        model_dir=directory, mode=mode, init_checkpoint=init))
+        model_dir=directory, mode=mode, init_checkpoint=init),
+                        {'pseudo_labels': labels['json'], 'init': init})
     add_row(iteration, 'student', student_network, student)
     previous_student = student['checkpoint']
 
     directory = stage_dir(model_dir, iteration, 'finetune')
     finetuned = _run_once(directory, lambda: finetune_stage(
-        model_dir=directory, mode=mode, init_checkpoint=student['checkpoint']))
+        model_dir=directory, mode=mode, init_checkpoint=student['checkpoint']),
+                          {'init': student['checkpoint']})
     add_row(iteration, 'finetune', student_network, finetuned)
     if control_stage is not None and iteration == 1:
       add_row(iteration, 'control', student_network,

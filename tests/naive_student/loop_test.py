@@ -7,6 +7,8 @@ that re-running a finished chain trains and labels nothing.
 
 import os
 
+import pytest
+
 
 from official_naive_student.core import gin_utils
 from official_naive_student.core import train_lib
@@ -95,3 +97,14 @@ def test_chain_runs_once_and_summarizes(tmp_path, monkeypatch,
     result = os.path.join(moved, name, loop.STAGE_RESULT)
     if os.path.exists(result):
       assert str(tmp_path / 'run') not in open(result).read(), result
+
+  # Labels rewritten since the Student trained on them: the finished Student
+  # is not reused as if nothing had changed.
+  labels = pseudo_label_stage.panoptic_json_path(
+      loop.stage_dir(moved, 1, 'pseudo_label'))
+  with open(labels, 'a') as f:
+    f.write(' ')
+  _parse(root)
+  with pytest.raises(loop.StageInputsChangedError,
+                     match=r'iter1_student is finished .*\(pseudo_labels '):
+    train_lib.run_experiment(model_dir=moved)
