@@ -383,3 +383,45 @@ def test_tf1_mismatching_checkpoints_fail_naming_the_variable(tmp_path, edit,
   with pytest.raises(import_checkpoint.CheckpointMismatchError,
                      match=message):
     import_checkpoint.import_deeplab_tf1(prefix)
+
+
+def test_chain_starts_from_the_imported_teacher(imported, tmp_path):
+  """Iteration 1 of the demo chain with the import as its Teacher."""
+  from official_naive_student.core import train_lib  # pylint: disable=g-import-not-at-top
+  from official_naive_student.naive_student import loop  # pylint: disable=g-import-not-at-top
+  out, _ = imported
+  root, model_dir = str(tmp_path / 'data'), str(tmp_path / 'run')
+  gin.clear_config()
+  gin_utils.parse_gin(
+      ['demo/naive_student.gin', os.path.join(out, import_checkpoint.GIN_FILE)],
+      ['import official_naive_student.tools.imported_stage',
+       f"ensure_synthetic_cityscapes.out_dir = '{root}'",
+       'ensure_synthetic_cityscapes.height = 64',
+       'ensure_synthetic_cityscapes.width = 128',
+       'ensure_synthetic_cityscapes.num_sequences = 3',
+       'ensure_synthetic_cityscapes.frames_per_sequence = 2',
+       'ensure_synthetic_cityscapes.labeled_frame = 1',
+       'ensure_synthetic_cityscapes.extra_images = 1',
+       "ensure_synthetic_cityscapes.split_sizes = {'train': 2, 'val': 1}",
+       'run_naive_student.num_iterations = 1',
+       'run_naive_student.teacher_stage = @imported_stage',
+       f"imported_stage.checkpoint = '{out}'",
+       'run_naive_student.control_stage = None',
+       'labeled/InputPipeline.crop_size = (65, 65)',
+       'labeled/InputPipeline.global_batch_size = 2',
+       'pseudo/InputPipeline.crop_size = (65, 65)',
+       'pseudo/InputPipeline.global_batch_size = 2',
+       'pseudo_label.scales = (1.0,)',
+       'STUDENT_STEPS = 1',
+       'finetune/Trainer.num_steps = 1',
+       'Trainer.checkpoint_every = 1',
+       'Trainer.image_summary_every = 0'])
+  rows = train_lib.run_experiment(model_dir=model_dir)
+  assert [(r['iteration'], r['stage']) for r in rows] == [
+      (0, 'teacher'), (1, 'pseudo_label'), (1, 'student'), (1, 'finetune')]
+  assert rows[0]['checkpoint'] == os.path.relpath(
+      tf.train.latest_checkpoint(out), model_dir)
+  assert rows[1]['num_frames'] == 2 * 2 + 1  # Video frames + extra image.
+  assert 0 <= rows[3]['PQ'] <= 100
+  assert os.path.exists(os.path.join(
+      loop.stage_dir(model_dir, 1, 'finetune'), 'checkpoints', 'ckpt-1.index'))
