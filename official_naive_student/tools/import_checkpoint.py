@@ -37,9 +37,10 @@ names to leave out, e.g. 'ExponentialMovingAverage$').
 """
 
 import dataclasses
+import functools
 import os
 import re
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from absl import app
 from absl import flags
@@ -184,26 +185,33 @@ def _resolve(model, attribute: str):
   return value
 
 
-def _assign(model, reader, network: Dict[Tuple[str, str], str],
-            low_level: Sequence[str]) -> Tuple[Dict[str, str], set, List[str]]:
-  """Copies each DeepLab2 value into its variable of ours.
+def _copy_values(model, reader, preset: str,
+                 entries: Sequence[Tuple[str, str, Callable[[], str]]]
+                 ) -> Tuple[Dict[str, str], Dict[int, str], List[str]]:
+  """Copies each checkpoint value into the variable of ours it maps to.
+
+  Args:
+    model: our built network.
+    reader: the checkpoint's reader.
+    preset: our network's name, for messages.
+    entries: (name in messages, checkpoint key, `fn() -> our attribute path`
+      that raises KeyError for a name that maps nowhere).
 
   Returns:
-    ({DeepLab2 name: our path}, ids of the variables assigned, errors).
+    ({name: our path}, {id of each variable assigned: name}, errors).
   """
   shapes = reader.get_variable_to_shape_map()
   errors, mapped, taken = [], {}, {}
-  for (item, inner), key in sorted(network.items()):
-    name = f'{item}/{inner}'
+  for name, key, attribute_of in entries:
     try:
-      attribute = deeplab2_names.our_attribute(item, inner, low_level)
+      attribute = attribute_of()
     except KeyError as e:
       errors.append(str(e).strip('"\''))
       continue
     variable = _resolve(model, attribute)
     if variable is None or not hasattr(variable, 'assign'):
       errors.append(f'{name}: maps to model.{attribute}, which our '
-                    f'{PRESET} network does not have')
+                    f'{preset} network does not have')
     elif tuple(variable.shape) != tuple(shapes[key]):
       errors.append(f'{name}: shape {tuple(shapes[key])} in the checkpoint, '
                     f'{tuple(variable.shape)} in ours (model.{attribute})')
@@ -214,6 +222,20 @@ def _assign(model, reader, network: Dict[Tuple[str, str], str],
       taken[id(variable)] = name
       variable.assign(np.asarray(reader.get_tensor(key), np.float32))
       mapped[name] = _path(model, variable)
+  return mapped, taken, errors
+
+
+def _assign(model, reader, network: Dict[Tuple[str, str], str],
+            low_level: Sequence[str]) -> Tuple[Dict[str, str], set, List[str]]:
+  """Copies each DeepLab2 value into its variable of ours.
+
+  Returns:
+    ({DeepLab2 name: our path}, ids of the variables assigned, errors).
+  """
+  entries = [(f'{item}/{inner}', key, functools.partial(
+      deeplab2_names.our_attribute, item, inner, low_level))
+             for (item, inner), key in sorted(network.items())]
+  mapped, taken, errors = _copy_values(model, reader, PRESET, entries)
   return mapped, set(taken), errors
 
 
@@ -322,27 +344,9 @@ def import_deeplab_tf1(checkpoint: str, num_classes: Optional[int] = None,
   model = presets.build_panoptic_deeplab(TF1_PRESET, num_classes=num_classes,
                                          **options)
   model(tf.zeros([1, 65, 65, 3]), training=False)
-  errors, mapped, taken = [], {}, {}
-  for name in network:
-    try:
-      attribute = deeplab_tf1_names.our_attribute(name)
-    except KeyError as e:
-      errors.append(str(e).strip('"\''))
-      continue
-    variable = _resolve(model, attribute)
-    if variable is None or not hasattr(variable, 'assign'):
-      errors.append(f'{name}: maps to model.{attribute}, which our '
-                    f'{TF1_PRESET} network does not have')
-    elif tuple(variable.shape) != tuple(shapes[name]):
-      errors.append(f'{name}: shape {tuple(shapes[name])} in the checkpoint, '
-                    f'{tuple(variable.shape)} in ours (model.{attribute})')
-    elif id(variable) in taken:
-      errors.append(f'{name}: model.{attribute} already takes '
-                    f'{taken[id(variable)]}')
-    else:
-      taken[id(variable)] = name
-      variable.assign(np.asarray(reader.get_tensor(name), np.float32))
-      mapped[name] = _path(model, variable)
+  mapped, taken, errors = _copy_values(model, reader, TF1_PRESET, [
+      (name, name, functools.partial(deeplab_tf1_names.our_attribute, name))
+      for name in network])
   fresh_backbone = sorted(_path(model, v) for v in model.backbone.weights
                           if id(v) not in taken)
   if fresh_backbone:
