@@ -16,7 +16,9 @@ import tensorflow as tf
 from official_naive_student import common
 from official_naive_student.core import checkpoint_utils
 from official_naive_student.core import gin_utils
+from official_naive_student.core import train_lib
 from official_naive_student.core import trainer as trainer_lib
+from official_naive_student.naive_student import loop
 from official_naive_student.naive_student import pseudo_label_stage
 from official_naive_student.serving import export_lib
 from official_naive_student.tools import deeplab2_config
@@ -387,8 +389,6 @@ def test_tf1_mismatching_checkpoints_fail_naming_the_variable(tmp_path, edit,
 
 def test_chain_starts_from_the_imported_teacher(imported, tmp_path):
   """Iteration 1 of the demo chain with the import as its Teacher."""
-  from official_naive_student.core import train_lib  # pylint: disable=g-import-not-at-top
-  from official_naive_student.naive_student import loop  # pylint: disable=g-import-not-at-top
   out, _ = imported
   root, model_dir = str(tmp_path / 'data'), str(tmp_path / 'run')
   gin.clear_config()
