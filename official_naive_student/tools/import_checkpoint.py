@@ -102,16 +102,7 @@ def read_deeplab2_checkpoint(
     CheckpointMismatchError: an item we have no counterpart for, or values
       no item reaches.
   """
-  if tf.io.gfile.isdir(path):
-    # Model-zoo archives may lack the `checkpoint` state file: take the one
-    # `*.index` then.
-    indexes = tf.io.gfile.glob(os.path.join(path, '*.index'))
-    latest = tf.train.latest_checkpoint(path) or (
-        indexes[0][:-len('.index')] if len(indexes) == 1 else None)
-    if latest is None:
-      raise FileNotFoundError(f'{path}: no checkpoint state file and '
-                              f'{len(indexes)} *.index files; pass a prefix')
-    path = latest
+  path = _checkpoint_prefix(path)
   reader = tf.train.load_checkpoint(path)
   keys = set(reader.get_variable_to_shape_map()) - {_OBJECT_GRAPH}
   network, skipped, unknown = {}, [], []
@@ -292,8 +283,12 @@ def import_deeplab2(checkpoint: str, config: Optional[str] = None,
   return model, report, settings or None
 
 
-def _tf1_prefix(path: str) -> str:
-  """A TF1 checkpoint prefix from a prefix or a folder holding one."""
+def _checkpoint_prefix(path: str) -> str:
+  """A checkpoint prefix from a prefix or a folder holding one.
+
+  Model-zoo archives may lack the `checkpoint` state file: a folder's one
+  `*.index` is taken then.
+  """
   if not tf.io.gfile.isdir(path):
     return path
   indexes = tf.io.gfile.glob(os.path.join(path, '*.index'))
@@ -322,7 +317,7 @@ def import_deeplab_tf1(checkpoint: str, num_classes: Optional[int] = None,
       nowhere, twice or onto a variable of another shape (both shapes), and
       every backbone variable of ours left without a value.
   """
-  prefix = _tf1_prefix(checkpoint)
+  prefix = _checkpoint_prefix(checkpoint)
   reader = tf.train.load_checkpoint(prefix)
   shapes = reader.get_variable_to_shape_map()
   if _OBJECT_GRAPH in shapes:
