@@ -32,7 +32,8 @@ def run_stage(model_dir: str, mode: str = 'train_and_eval', task=gin.REQUIRED,
               trainer_fn: Callable = trainer_lib.Trainer,
               init_checkpoint: Optional[str] = None,
               results_dir: Optional[str] = None,
-              validate_inputs: bool = True) -> Dict[str, object]:
+              validate_inputs: bool = True,
+              pseudo_labels: Optional[str] = None) -> Dict[str, object]:
   """Trains and/or evaluates `task` in `model_dir`; resumes after a kill.
 
   `results_dir` (optional) receives the evaluated predictions in the official
@@ -42,11 +43,17 @@ def run_stage(model_dir: str, mode: str = 'train_and_eval', task=gin.REQUIRED,
   (`dataloaders/validate.py`, cached) before the model is even built, and one
   error lists all bad files; set it False only for data known to be good.
 
+  `pseudo_labels` (a pseudo-label json, given by the Naive-Student loop to its
+  Student stage) is what a task with `pseudo_label_records` trains on
+  (`task.with_pseudo_labels`).
+
   Returns:
     {'checkpoint': latest checkpoint path, 'metrics': eval metrics or None}.
   """
   if mode not in MODES:
     raise ValueError(f'--mode {mode!r} is not one of {MODES}')
+  if pseudo_labels is not None:
+    task = task.with_pseudo_labels(pseudo_labels)
   if validate_inputs:
     training = mode in ('train', 'train_and_eval')
     validate.validate_pipelines([

@@ -26,7 +26,7 @@ import glob
 import json
 import os
 import re
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 # Values of `Record.label_format`.
 LABEL_GTFINE = 'gtfine'          # labelIds PNG + instanceIds PNG.
@@ -400,3 +400,19 @@ def mix_records(parts: Sequence[Sequence[Record]],
   for part, share in zip(parts, shares):
     out.extend(part * max(1, round(total * share / len(part))))
   return out
+
+
+def mix_pseudo_labels(panoptic_json: str,
+                      pseudo_records: Optional[Callable] = None,
+                      other_records: Sequence[Record] = (),
+                      shares: Optional[Sequence[float]] = None) -> List[Record]:
+  """`mix_records` of `pseudo_records(panoptic_json=...)` and `other_records`.
+
+  A Student's records as a function of its pseudo-label json
+  (`PanopticDeepLabTask.pseudo_label_records`), mixed with e.g. the human
+  labels.
+  """
+  if pseudo_records is None:
+    raise ValueError('mix_pseudo_labels needs pseudo_records')
+  return mix_records([pseudo_records(panoptic_json=panoptic_json),
+                      other_records], shares)

@@ -5,7 +5,9 @@ DONE last, so re-running the same command skips finished stages and resumes an
 unfinished one (training stages resume from their checkpoints, pseudo-labeling
 from the frames already written). The loop closes through files: the pseudo-label
 stage writes Cityscapes panoptic PNGs + json, and the student reads them with the
-same input pipeline as human labels (STYLE.md, "data flow, always one way").
+same input pipeline as human labels. Everything a stage gets from an earlier one
+is an argument: the Teacher's checkpoint and the network it was trained as go to
+the pseudo-label stage, the pseudo-label json to the Student stage.
 
 `DIR/summary.json` holds one row per stage, as the paper's Table 1.
 """
@@ -27,9 +29,6 @@ SUMMARY_FILE = 'summary.json'
 STAGE_RESULT = 'stage_result.json'
 STAGES = ('teacher', 'pseudo_label', 'student', 'finetune', 'control')
 STUDENT_INITS = ('scratch', 'teacher', 'previous_student')
-# The gin parameter the loop binds, per iteration, to the pseudo-label json, so
-# that the records of the student's input pipeline read them.
-PSEUDO_LABEL_BINDING = 'pseudo/find_records.panoptic_json'
 
 
 def stage_dir(model_dir: str, iteration: int, stage: str) -> str:
@@ -42,7 +41,7 @@ def _relative(path: Optional[str], model_dir: str) -> Optional[str]:
 
 # Result entries that are paths; stage_result.json holds them relative to the
 # stage folder, so a chain folder that was moved can still be extended.
-_PATH_KEYS = ('checkpoint', 'json')
+_PATH_KEYS = ('checkpoint', 'json', 'pseudo_labels')
 _RELATIVE = 'relative_paths'
 _INPUTS = 'input_fingerprints'
 
@@ -138,6 +137,7 @@ def _run_control(model_dir: str, mode: str, control_stage: Callable,
 
 @gin.register
 def label_and_measure(teacher_checkpoint: str, output_dir: str,
+                      teacher_model_fn: Optional[Callable] = None,
                       label_fn: Optional[Callable] = None,
                       hidden_gt_root: Optional[str] = None,
                       hidden_gt_split: Optional[str] = None,
@@ -148,8 +148,11 @@ def label_and_measure(teacher_checkpoint: str, output_dir: str,
   Args:
     teacher_checkpoint: the Teacher's checkpoint (prefix or folder).
     output_dir: the pseudo-label folder.
-    label_fn: `fn(teacher_checkpoint, output_dir) -> output_dir or None`;
-      default: `pseudo_label` with its records, scales and flip bound by gin.
+    teacher_model_fn: the network the Teacher was trained as
+      (`fn(num_classes=...)`; None: the task's).
+    label_fn: `fn(teacher_checkpoint, output_dir, teacher_model_fn=...) ->
+      output_dir or None`; default: `pseudo_label` with its records, scales
+      and flip bound by gin.
     hidden_gt_root: ground truth of every frame (the synthetic generator's
       `hidden_gt/`), to report the labels' PQ/mIoU.
     hidden_gt_split: its gtFine split folder (None: search all).
@@ -163,7 +166,8 @@ def label_and_measure(teacher_checkpoint: str, output_dir: str,
     ground truth}.
   """
   label_fn = label_fn or gin.get_configurable(labels_lib.pseudo_label)
-  if label_fn(teacher_checkpoint, output_dir) is None:
+  if label_fn(teacher_checkpoint, output_dir,
+              teacher_model_fn=teacher_model_fn) is None:
     raise RuntimeError(f'{output_dir}: other shards are still labeling; run '
                        'them to completion (or merge) before the student')
   dataset = datasets.get_dataset_info(dataset_name)
@@ -189,7 +193,8 @@ def run_naive_student(model_dir: str,
                       teacher_network: str = 'teacher',
                       student_network: str = 'student',
                       student_init: str = 'scratch',
-                      pseudo_label_binding: str = PSEUDO_LABEL_BINDING,
+                      teacher_model_fn: Optional[Callable] = None,
+                      student_model_fn: Optional[Callable] = None,
                       control_stage: Optional[Callable] = None
                       ) -> List[Dict]:
   """Runs the whole chain in `model_dir`; returns the summary rows.
@@ -200,16 +205,20 @@ def run_naive_student(model_dir: str,
     num_iterations: Naive-Student iterations after the iteration-0 teacher.
     teacher_stage: `fn(model_dir, mode, init_checkpoint=None) -> {'checkpoint',
       'metrics'}`, e.g. `@teacher/run_stage`: supervised training on human labels.
-    pseudo_label_stage: `fn(teacher_checkpoint, output_dir) -> {'json', 'quality'}`
-      (e.g. `@label_and_measure`): labels every unlabeled frame with the teacher.
-    student_stage: like teacher_stage, training on pseudo-labels only (the gin
-      parameter `pseudo_label_binding` is set to the pseudo-label json first).
+    pseudo_label_stage: `fn(teacher_checkpoint, output_dir, teacher_model_fn)
+      -> {'json', 'quality'}` (e.g. `@label_and_measure`): labels every
+      unlabeled frame with the teacher.
+    student_stage: like teacher_stage, training on pseudo-labels only: it is
+      also given `pseudo_labels=<the pseudo-label json>` (`run_stage`).
     finetune_stage: like teacher_stage, on human labels, from the student.
     teacher_network: name of the teacher network for the summary.
     student_network: name of the student network for the summary.
     student_init: 'scratch', 'teacher' (its checkpoint) or 'previous_student'.
-    pseudo_label_binding: the gin parameter (e.g. of the student's records
-      function) that receives each iteration's pseudo-label json.
+    teacher_model_fn: the network teacher_stage trains, `fn(num_classes=...)`
+      (e.g. `@teacher/build_panoptic_deeplab`): the Teacher of iteration 1 is
+      built with it to label. None: the pseudo-label stage's own default.
+    student_model_fn: the network finetune_stage trains (e.g.
+      `@finetune/build_panoptic_deeplab`), the Teacher of later iterations.
     control_stage: optional, like student_stage but on the human labels
       (e.g. `@control/run_stage` with the student's steps and schedule): the
       supervised control of iteration 1. It starts where the Student starts,
@@ -241,24 +250,22 @@ def run_naive_student(model_dir: str,
   previous_student = None
   for iteration in range(1, num_iterations + 1):
     labels_dir = stage_dir(model_dir, iteration, 'pseudo_label')
-    # The Teacher's network is the one of the stage that trained it, so its
-    # scoped bindings (e.g. `teacher/build_panoptic_deeplab.preset`) apply.
-    teacher_scope = 'teacher' if iteration == 1 else 'finetune'
-    with gin.config_scope(teacher_scope):
-      labels = _run_once(labels_dir, lambda: pseudo_label_stage(
-          teacher_checkpoint=teacher['checkpoint'], output_dir=labels_dir),
-                         {'teacher': teacher['checkpoint']})
+    # The Teacher is its checkpoint and the network of the stage that trained it.
+    teacher_model = teacher_model_fn if iteration == 1 else student_model_fn
+    labels = _run_once(labels_dir, lambda: pseudo_label_stage(
+        teacher_checkpoint=teacher['checkpoint'],
+        teacher_model_fn=teacher_model, output_dir=labels_dir),
+                       {'teacher': teacher['checkpoint']})
     add_row(iteration, 'pseudo_label',
             teacher_network if iteration == 1 else student_network,
             {'metrics': labels.get('quality'), 'checkpoint': None})
 
-    with gin.unlock_config():
-      gin.bind_parameter(pseudo_label_binding, labels['json'])
     init = {'scratch': None, 'teacher': teacher['checkpoint'],
             'previous_student': previous_student}[student_init]
     directory = stage_dir(model_dir, iteration, 'student')
-    student = _run_once(directory, lambda: student_stage(
-        model_dir=directory, mode=mode, init_checkpoint=init),
+    student = _run_once(directory, lambda: {**student_stage(
+        model_dir=directory, mode=mode, init_checkpoint=init,
+        pseudo_labels=labels['json']), 'pseudo_labels': labels['json']},
                         {'pseudo_labels': labels['json'], 'init': init})
     add_row(iteration, 'student', student_network, student)
     previous_student = student['checkpoint']

@@ -18,7 +18,7 @@ or, on CamVid, with the labels its semi-supervised split drops:
 """
 
 import os
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 from absl import logging
 import gin
@@ -37,7 +37,8 @@ def oracle_labels(teacher_checkpoint: Optional[str], output_dir: str,
                   records: Sequence[Record] = gin.REQUIRED,
                   hidden_gt_root: Optional[str] = None,
                   split: Optional[str] = None,
-                  dataset_name: str = 'cityscapes') -> str:
+                  dataset_name: str = 'cityscapes',
+                  teacher_model_fn: Optional[Callable] = None) -> str:
   """Writes the true labels of `records` as a pseudo-label folder.
 
   Args:
@@ -50,12 +51,13 @@ def oracle_labels(teacher_checkpoint: Optional[str], output_dir: str,
       records without labels (the synthetic video's `hidden_gt/`).
     split: its split folder; None searches all (train and train_extra).
     dataset_name: label space ('cityscapes' also serves the synthetic video).
+    teacher_model_fn: unused, as teacher_checkpoint.
 
   Returns:
     `output_dir`, merged and DONE. Crowd regions stay crowd and ego-car pixels
     (no train id) are void, as in the ground truth. Resumable per frame.
   """
-  del teacher_checkpoint
+  del teacher_checkpoint, teacher_model_fn
   if file_io.is_done(output_dir):
     return output_dir
   dataset = datasets.get_dataset_info(dataset_name)

@@ -372,13 +372,14 @@ def merge_pseudo_labels(output_dir: str,
   return json_path
 
 
-def _build_teacher(task, strategy: tf.distribute.Strategy, precision: str):
+def _build_teacher(build_model: Callable[[], keras.Model],
+                   strategy: tf.distribute.Strategy, precision: str):
   """The Teacher's network without weights (cheap), in `precision`."""
   previous = keras.mixed_precision.global_policy()
   try:
     keras.mixed_precision.set_global_policy(precision)
     with strategy.scope():
-      return task.build_model()
+      return build_model()
   finally:
     keras.mixed_precision.set_global_policy(previous)
 
@@ -386,7 +387,7 @@ def _build_teacher(task, strategy: tf.distribute.Strategy, precision: str):
 @gin.register
 def pseudo_label(teacher_checkpoint: str, output_dir: str,
                  records: Sequence[Record] = gin.REQUIRED,
-                 task=None, scales: Sequence[float] = (1.0,),
+                 task=None, teacher_model_fn: Optional[Callable] = None, scales: Sequence[float] = (1.0,),
                  flip: bool = False, ego_car_void: bool = True,
                  batch_size: int = 1,
                  eval_pad_size: Optional[Sequence[int]] = None,
@@ -406,6 +407,8 @@ def pseudo_label(teacher_checkpoint: str, output_dir: str,
       'train-sequence'; every shard must get the same list.
     task: builds the Teacher model and post-processor (`PanopticDeepLabTask`,
       default: one configured by gin).
+    teacher_model_fn: the network the Teacher was trained as,
+      `fn(num_classes=...)` (None: the task's).
     scales: TTA input scales (the paper: 0.5 to 2.0 in steps of 0.25).
     flip: also average the left-right flipped views.
     ego_car_void, batch_size, eval_pad_size, shard, num_shards, strategy,
@@ -431,7 +434,11 @@ def pseudo_label(teacher_checkpoint: str, output_dir: str,
   task = task or gin.get_configurable(task_lib.PanopticDeepLabTask)()
   prefix = resolve_checkpoint(teacher_checkpoint)
   strategy = strategy or tf.distribute.get_strategy()
-  model = _build_teacher(task, strategy, precision)
+  build_model = task.build_model
+  if teacher_model_fn is not None:
+    build_model = functools.partial(teacher_model_fn,
+                                    num_classes=task.info.num_classes)
+  model = _build_teacher(build_model, strategy, precision)
   teacher = label_settings.teacher_settings(prefix, model, scales, flip)
   if confidence_threshold:
     teacher['confidence_threshold'] = confidence_threshold

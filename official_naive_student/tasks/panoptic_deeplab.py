@@ -4,8 +4,13 @@ A single-replica view of one experiment, as the Model Garden's `Task`: it builds
 model, the losses and the per-replica datasets, and evaluates a model. The trainer
 (`core/trainer.py`) owns strategies, optimizers and checkpoints; the task owns
 everything that is about panoptic segmentation. All parts are injected by gin.
+
+A Student's task trains on pseudo-labels that exist only once the Teacher has
+labeled: it is given `pseudo_label_records` (records as a function of the
+pseudo-label json) and gets the json as a value, `with_pseudo_labels(json)`.
 """
 
+import copy
 import os
 from typing import Callable, Dict, Optional
 
@@ -25,7 +30,8 @@ from official_naive_student.post_processing import panoptic as post_lib
 
 # Functions from other modules that gin files bind (they stay undecorated there).
 gin.external_configurable(cityscapes_files.find_records, module='cityscapes_files')
-gin.external_configurable(cityscapes_files.mix_records, module='cityscapes_files')
+gin.external_configurable(cityscapes_files.mix_pseudo_labels,
+                          module='cityscapes_files')
 
 # Sub-folders of an evaluation's `results_dir`, one per official evaluator.
 RESULT_KINDS = ('semantic', 'instance', 'panoptic')
@@ -49,6 +55,11 @@ class PanopticDeepLabTask:
     loss_fn: `fn(ignore_label=...) -> loss layer` (PanopticLoss).
     post_processor_fn: `fn(thing_ids=..., label_divisor=..., ignore_label=...)`
       -> `PanopticDeepLabPostProcessor`.
+    pseudo_label_records: for a task that trains on pseudo-labels (the
+      Student), instead of `train_data`: `fn(panoptic_json=...) -> records`,
+      e.g. `@pseudo/find_records` (not called by gin).
+    pseudo_label_pipeline: `fn(records=...) -> InputPipeline` (mode 'train')
+      reading those records, e.g. `@pseudo/InputPipeline` (not called by gin).
   """
 
   def __init__(self,
@@ -57,14 +68,40 @@ class PanopticDeepLabTask:
                dataset_name: str = 'cityscapes',
                model_fn: Callable = presets.build_panoptic_deeplab,
                loss_fn: Callable = panoptic_losses.PanopticLoss,
-               post_processor_fn: Callable = post_lib.PanopticDeepLabPostProcessor):
+               post_processor_fn: Callable = post_lib.PanopticDeepLabPostProcessor,
+               pseudo_label_records: Optional[Callable] = None,
+               pseudo_label_pipeline: Callable = input_pipeline.InputPipeline):
+    if train_data is not None and pseudo_label_records is not None:
+      raise ValueError('PanopticDeepLabTask: train_data and '
+                       'pseudo_label_records are both set; a task trains on '
+                       'human labels or on pseudo-labels')
     self.train_data = train_data
     self.eval_data = eval_data
     self.info = datasets.get_dataset_info(dataset_name)
     self._model_fn = model_fn
     self._loss_fn = loss_fn
     self._post_processor_fn = post_processor_fn
+    self._pseudo_label_records = pseudo_label_records
+    self._pseudo_label_pipeline = pseudo_label_pipeline
     self._summary_batch = None
+
+  @property
+  def trains_on_pseudo_labels(self) -> bool:
+    return self._pseudo_label_records is not None
+
+  def with_pseudo_labels(self, panoptic_json: str) -> 'PanopticDeepLabTask':
+    """A copy of this task whose `train_data` reads the labels of `panoptic_json`."""
+    if not self.trains_on_pseudo_labels:
+      raise ValueError(
+          'this PanopticDeepLabTask has no pseudo_label_records; bind '
+          '<scope>/PanopticDeepLabTask.pseudo_label_records for the stage that '
+          f'trains on {panoptic_json}')
+    task = copy.copy(self)
+    task.train_data = self._pseudo_label_pipeline(
+        records=self._pseudo_label_records(panoptic_json=panoptic_json))
+    task._pseudo_label_records = None
+    task._summary_batch = None
+    return task
 
   @property
   def input_shape(self):
@@ -90,7 +127,10 @@ class PanopticDeepLabTask:
 
   def train_dataset_fn(self, input_context=None, start_step: int = 0):
     if self.train_data is None:
-      raise ValueError('PanopticDeepLabTask.train_data is not set')
+      raise ValueError(
+          'PanopticDeepLabTask trains on pseudo-labels but was given none '
+          '(`with_pseudo_labels`)' if self.trains_on_pseudo_labels else
+          'PanopticDeepLabTask.train_data is not set')
     return self.train_data.dataset_fn(input_context, start_step=start_step)
 
   def evaluate(self, model, tta_fn: Optional[Callable] = None,

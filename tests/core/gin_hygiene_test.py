@@ -18,7 +18,7 @@ import official_naive_student
 
 GIN_DIR = os.path.join(os.path.dirname(__file__), '..', '..', 'gin')
 # Registered for gin files of users (documented in a shipped file's comments).
-DOCUMENTED_ONLY = {'mix_records'}
+DOCUMENTED_ONLY = {'mix_pseudo_labels'}
 
 
 def _shipped_gin_text() -> str:

@@ -1,21 +1,27 @@
 """The whole Naive-Student chain through train.py's library path, at toy size.
 
-Checks the wiring that only the chain exercises: the stages' gin scopes (the
-student reads the pseudo-labels, not the human labels), the summary rows, and
-that re-running a finished chain trains and labels nothing.
+Checks the wiring that only the chain exercises: what each stage is handed (the
+Student the pseudo-label json, as an argument; the pseudo-label stage its
+Teacher's checkpoint and network), the summary rows, and that re-running a
+finished chain trains and labels nothing.
 """
 
+import json
 import os
 
+import gin
 import pytest
-
 
 from official_naive_student.core import gin_utils
 from official_naive_student.core import train_lib
 from official_naive_student.core import trainer as trainer_lib
 from official_naive_student.dataloaders import cityscapes_files as cf
+from official_naive_student.dataloaders.synthetic import layout
 from official_naive_student.naive_student import loop
+from official_naive_student.naive_student import oracle_labels
 from official_naive_student.naive_student import pseudo_label_stage
+from official_naive_student.tasks import panoptic_deeplab as task_lib
+
 
 def _parse(root):
   gin_utils.parse_gin(['demo/naive_student.gin'], [
@@ -65,11 +71,15 @@ def test_chain_runs_once_and_summarizes(tmp_path, monkeypatch,
   assert 0 <= labels_row['mIoU'] <= 100 and 0 <= labels_row['PQ'] <= 100
   assert labels_row['num_frames'] == 2 * 4 + 2  # Video frames + extra images.
   # The student trained on the pseudo-labels, the fine-tuning from the student.
-  student_config = open(os.path.join(
-      loop.stage_dir(model_dir, 1, 'student'), 'operative_config.gin')).read()
-  labels = pseudo_label_stage.panoptic_json_path(
-      loop.stage_dir(model_dir, 1, 'pseudo_label'))
-  assert labels in student_config
+  labels_dir = loop.stage_dir(model_dir, 1, 'pseudo_label')
+  student_task, _ = built[loop.stage_dir(model_dir, 1, 'student')]
+  assert all(r.label_path.startswith(labels_dir)
+             for r in student_task.train_data._records)
+  student_result = os.path.join(loop.stage_dir(model_dir, 1, 'student'),
+                                loop.STAGE_RESULT)
+  assert json.load(open(student_result))['pseudo_labels'] == os.path.relpath(
+      pseudo_label_stage.panoptic_json_path(labels_dir),
+      os.path.dirname(student_result))
   # The control: the Student's start and steps on the human labels, then the
   # same fine-tuning as the Student's.
   teacher = os.path.join(model_dir, rows[0]['checkpoint'])
@@ -108,3 +118,104 @@ def test_chain_runs_once_and_summarizes(tmp_path, monkeypatch,
   with pytest.raises(loop.StageInputsChangedError,
                      match=r'iter1_student is finished .*\(pseudo_labels '):
     train_lib.run_experiment(model_dir=moved)
+
+
+def _fake_training_stage(calls, name):
+  """A training stage that records its arguments and writes a checkpoint file."""
+  def stage(model_dir, mode, init_checkpoint=None, **kwargs):
+    calls.append((name, model_dir, init_checkpoint, kwargs))
+    checkpoint = os.path.join(model_dir, 'ckpt')
+    with open(checkpoint, 'w') as f:
+      f.write(model_dir)
+    return {'checkpoint': checkpoint, 'metrics': {'PQ': 1.0, 'mIoU': 2.0}}
+  return stage
+
+
+def test_the_loop_hands_values_to_its_stages(tmp_path):
+  """Each Teacher is its checkpoint plus its network; each Student its json."""
+  calls = []
+
+  def pseudo_label_stage_fn(teacher_checkpoint, teacher_model_fn, output_dir):
+    calls.append(('pseudo_label', output_dir, teacher_checkpoint,
+                  {'teacher_model_fn': teacher_model_fn}))
+    json_path = os.path.join(output_dir, 'labels.json')
+    with open(json_path, 'w') as f:
+      f.write(teacher_checkpoint)
+    return {'json': json_path, 'quality': None}
+
+  def teacher_net(num_classes):
+    del num_classes
+
+  def student_net(num_classes):
+    del num_classes
+
+  model_dir = str(tmp_path)
+  config_before = gin.config_str()
+  loop.run_naive_student(
+      model_dir, num_iterations=2,
+      teacher_stage=_fake_training_stage(calls, 'teacher'),
+      pseudo_label_stage=pseudo_label_stage_fn,
+      student_stage=_fake_training_stage(calls, 'student'),
+      finetune_stage=_fake_training_stage(calls, 'finetune'),
+      teacher_model_fn=teacher_net, student_model_fn=student_net)
+  assert gin.config_str() == config_before  # No binding was written.
+  by_dir = {os.path.basename(d): (name, init, kwargs)
+            for name, d, init, kwargs in calls}
+  teacher = os.path.join(model_dir, 'iter0_teacher', 'ckpt')
+  finetuned = os.path.join(model_dir, 'iter1_finetune', 'ckpt')
+  assert by_dir['iter1_pseudo_label'] == ('pseudo_label', teacher,
+                                          {'teacher_model_fn': teacher_net})
+  assert by_dir['iter2_pseudo_label'] == ('pseudo_label', finetuned,
+                                          {'teacher_model_fn': student_net})
+  for iteration in (1, 2):
+    labels = os.path.join(loop.stage_dir(model_dir, iteration, 'pseudo_label'),
+                          'labels.json')
+    assert by_dir[f'iter{iteration}_student'][2] == {'pseudo_labels': labels}
+    assert by_dir[f'iter{iteration}_finetune'][2] == {}
+
+
+def test_a_binding_of_the_removed_pseudo_label_binding_fails_loudly(tmp_path):
+  with pytest.raises(ValueError, match='pseudo_label_binding'):
+    gin_utils.parse_gin(['demo/naive_student.gin'], [
+        "run_naive_student.pseudo_label_binding = "
+        "'pseudo/find_records.panoptic_json'"])
+
+
+class _RecordingTrainer:
+  """Stands in for `Trainer`: keeps the task it was given, trains nothing."""
+  last_task = None
+
+  def __init__(self, task, model_dir, **kwargs):
+    del model_dir, kwargs
+    _RecordingTrainer.last_task = task
+    self.step = 0
+    self.manager = type('Manager', (), {'latest_checkpoint': None})()
+
+  def train(self):
+    pass
+
+
+def test_the_student_stage_trains_on_the_records_of_its_argument(tmp_path):
+  """The demo's Student: the records of the json run_stage is given, in the
+  order `find_records(panoptic_json=...)` gives them (the old data order)."""
+  root = str(tmp_path / 'data')
+  _parse(root)
+  root = gin.get_configurable('ensure_synthetic_cityscapes')()
+  split = 'train-sequence+train-extra'
+  labels_dir = str(tmp_path / 'labels')
+  oracle_labels.oracle_labels(
+      None, labels_dir, records=cf.find_records(root, split),
+      hidden_gt_root=layout.hidden_gt_root(root))
+  json_path = pseudo_label_stage.panoptic_json_path(labels_dir)
+  with gin.config_scope('student'):
+    task = gin.get_configurable(task_lib.PanopticDeepLabTask)()
+  assert task.train_data is None and task.trains_on_pseudo_labels
+  train_lib.run_stage(str(tmp_path / 'student'), mode='train', task=task,
+                      trainer_fn=_RecordingTrainer, validate_inputs=False,
+                      pseudo_labels=json_path)
+  pipeline = _RecordingTrainer.last_task.train_data
+  assert pipeline._records == cf.find_records(root, split,
+                                              panoptic_json=json_path)
+  assert (tuple(pipeline.crop_size), pipeline.global_batch_size) == ((64, 64), 2)
+  with pytest.raises(ValueError, match='pseudo-labels but was given none'):
+    task.train_dataset_fn()
