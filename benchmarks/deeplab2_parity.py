@@ -192,6 +192,7 @@ def run_ours(out: str) -> dict:
   import tensorflow as tf
   from official_naive_student import common
   from official_naive_student.core import gin_utils
+  from official_naive_student.core import inference
   from official_naive_student.serving import export_lib
   from official_naive_student.tools import import_checkpoint
   # pylint: enable=g-import-not-at-top
@@ -207,7 +208,7 @@ def run_ours(out: str) -> dict:
   gin.clear_config()
   gin_utils.parse_gin([os.path.join(imported, import_checkpoint.GIN_FILE)], [])
   task = export_lib.build_task_from_gin()
-  model, _ = export_lib.restore_model(task, imported)
+  model, _ = inference.load_model(task.build_model, imported)
   reference = np.load(os.path.join(out, OUTPUTS))
   image = tf.constant(reference['image'], tf.float32)
   ours = model(image, training=False)

@@ -48,5 +48,5 @@ LOSS_OFFSET = 'offset_loss'
 # Checkpoint item names (for partial restores).
 CKPT_MODEL = 'model'
 CKPT_BACKBONE = 'backbone'
-CKPT_OPTIMIZER = 'optimizer'
-CKPT_STEP = 'global_step'
+# The sub-folder of a trainer's model_dir holding its checkpoints.
+CHECKPOINT_SUBDIR = 'checkpoints'

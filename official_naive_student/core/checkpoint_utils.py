@@ -16,6 +16,8 @@ import tensorflow as tf
 
 from tensorflow.core.protobuf import trackable_object_graph_pb2
 
+from official_naive_student.core import inference
+
 _VALUE_SUFFIX = '/.ATTRIBUTES/VARIABLE_VALUE'
 
 
@@ -89,7 +91,8 @@ def restore_matching(checkpoint_path: str, root: tf.Module,
   """Restores every variable of `root` whose key and shape match the checkpoint.
 
   Args:
-    checkpoint_path: a checkpoint prefix or a folder (its latest checkpoint).
+    checkpoint_path: a checkpoint prefix, folder or model_dir
+      (`inference.resolve_checkpoint`).
     root: the object saved under `prefix` in the checkpoint (the model).
     prefix: the name `root` had in the saved tf.train.Checkpoint.
     skip_prefixes: key prefixes (relative to `prefix`) never restored, e.g. the
@@ -98,11 +101,7 @@ def restore_matching(checkpoint_path: str, root: tf.Module,
   Returns:
     A RestoreReport naming what was restored and what was not.
   """
-  if tf.io.gfile.isdir(checkpoint_path):
-    latest = tf.train.latest_checkpoint(checkpoint_path)
-    if latest is None:
-      raise FileNotFoundError(f'{checkpoint_path}: no checkpoint in this folder')
-    checkpoint_path = latest
+  checkpoint_path = inference.resolve_checkpoint(checkpoint_path)
   reader = tf.train.load_checkpoint(checkpoint_path)
   shapes = reader.get_variable_to_shape_map()
   saved = checkpoint_paths(reader, prefix)

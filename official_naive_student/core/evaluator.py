@@ -1,7 +1,8 @@
 """Model -> post-processing -> PQ / mIoU / AP over an evaluation dataset.
 
-The same inference function (`make_inference_fn`) serves evaluation, sample image
-summaries, pseudo-labeling and export, so all of them compute the same labels.
+The same inference function (`core/inference.make_inference_fn`) serves
+evaluation, sample image summaries, pseudo-labeling and export, so all of them
+compute the same labels.
 Metrics come from `evaluation/`, whose numbers equal the official cityscapesscripts
 evaluators on the same files; in-loop AP reads the ground truth from the panoptic
 map (see `instance_ids_from_panoptic`), so for numbers to publish, write results
@@ -22,31 +23,6 @@ from official_naive_student.evaluation import panoptic_quality
 from official_naive_student.evaluation import semantic_iou
 
 METRIC_KEYS = ('PQ', 'SQ', 'RQ', 'PQ_things', 'PQ_stuff', 'mIoU', 'AP', 'AP50')
-
-
-def make_inference_fn(model, post_processor,
-                      tta_fn: Optional[Callable] = None) -> Callable:
-  """images [B, H, W, 3] (0..255) -> post-processed prediction dict.
-
-  Args:
-    model: returns raw outputs (logits, center heatmap, offsets) at input size.
-    post_processor: a `PanopticDeepLabPostProcessor`.
-    tta_fn: optional `fn(model_fn, images) -> outputs` (multi-scale + flip).
-  """
-  def model_fn(images):
-    return model(images, training=False)
-
-  @tf.function(reduce_retracing=True)
-  def infer(images):
-    images = tf.cast(images, tf.float32)
-    outputs = tta_fn(model_fn, images) if tta_fn else model_fn(images)
-    predictions = post_processor(outputs)
-    if common.PRED_SEMANTIC_PROBS in outputs:
-      predictions[common.PRED_SEMANTIC_PROBS] = outputs[
-          common.PRED_SEMANTIC_PROBS]
-    return predictions
-
-  return infer
 
 
 def instance_ids_from_panoptic(panoptic: np.ndarray,
@@ -127,7 +103,7 @@ def evaluate(infer: Callable, dataset: tf.data.Dataset,
   """Runs `infer` over (features, labels) batches and returns METRIC_KEYS.
 
   Args:
-    infer: from `make_inference_fn`.
+    infer: from `inference.make_inference_fn`.
     dataset: batches of ({IMAGE, IMAGE_NAME, ...}, {GT_PANOPTIC}).
     info: the label space.
     num_examples: for the progress line.

@@ -25,7 +25,7 @@ from official_naive_student.core import distribute
 from official_naive_student.core import learning_rate as lr_lib
 from official_naive_student.core import progress as progress_lib
 
-CHECKPOINT_SUBDIR = 'checkpoints'
+CHECKPOINT_SUBDIR = common.CHECKPOINT_SUBDIR
 LOSS_KEYS = (common.LOSS_TOTAL, common.LOSS_SEMANTIC, common.LOSS_CENTER,
              common.LOSS_OFFSET)
 

@@ -7,7 +7,7 @@ probabilities if present) is averaged where tiles overlap. Offsets are
 (dy, dx) vectors from a pixel to its center in input pixels, which do not
 depend on where the tile starts, so they stitch like the other maps. Its
 signature is that of a `tta_fn`, so it plugs into
-`evaluator.make_inference_fn(model, post_processor, tta_fn=TiledInference(...))`
+`inference.make_inference_fn(model, post_processor, tta_fn=TiledInference(...))`
 and post-processing then runs once on the stitched maps.
 
 Peak activation memory is that of one tile (benchmarks/MEMORY.md). The tiles

@@ -21,6 +21,7 @@ import gin
 
 from official_naive_student import datasets
 from official_naive_student.core import file_io
+from official_naive_student.core import inference
 from official_naive_student.naive_student import label_quality
 from official_naive_student.naive_student import label_settings
 from official_naive_student.naive_student import pseudo_label_stage as labels_lib
@@ -77,7 +78,7 @@ def _fingerprints(inputs: Dict[str, Optional[str]]) -> Dict[str, Optional[str]]:
         out[name] = hashlib.sha256(f.read()).hexdigest()
     else:
       out[name] = label_settings.teacher_fingerprint(
-          labels_lib.resolve_checkpoint(path))
+          inference.resolve_checkpoint(path))
   return out
 
 

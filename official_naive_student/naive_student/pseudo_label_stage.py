@@ -54,16 +54,15 @@ if __name__ == '__main__':
 
 from absl import logging
 import gin
-import keras
 import numpy as np
 from PIL import Image
 import tensorflow as tf
 
 from official_naive_student import common
 from official_naive_student import datasets
-from official_naive_student.core import evaluator
 from official_naive_student.core import file_io
 from official_naive_student.core import gin_utils
+from official_naive_student.core import inference
 from official_naive_student.core import progress as progress_lib
 from official_naive_student.dataloaders import cityscapes_files
 from official_naive_student.dataloaders import input_pipeline
@@ -71,7 +70,6 @@ from official_naive_student.evaluation import cityscapes_results
 from official_naive_student.naive_student import ego_car
 from official_naive_student.naive_student import label_quality
 from official_naive_student.naive_student import label_settings
-from official_naive_student.post_processing import tta
 from official_naive_student.tasks import panoptic_deeplab as task_lib
 
 LABEL_NAME = 'cityscapes_panoptic_pseudo'
@@ -119,40 +117,6 @@ def shard_records(records: Sequence[Record], shard: int = 0,
       raise ValueError(f'{b.image_path}: image id {b.image_id} appears twice '
                        f'(also {a.image_path})')
   return ordered[shard::num_shards]
-
-
-def resolve_checkpoint(path: str) -> str:
-  """A checkpoint prefix, or a folder (or model_dir) -> its latest checkpoint."""
-  if tf.io.gfile.exists(path + '.index'):
-    return path
-  for folder in (path, os.path.join(path, 'checkpoints')):
-    if tf.io.gfile.isdir(folder):
-      latest = tf.train.latest_checkpoint(folder)
-      if latest:
-        return latest
-  raise FileNotFoundError(f'{path}: no checkpoint (neither a prefix nor a '
-                          'folder or model_dir holding one)')
-
-
-def restore_teacher(model, checkpoint_path: str, input_shape=(65, 65, 3)) -> str:
-  """Builds `model` and restores its weights from a trainer checkpoint.
-
-  The optimizer slots in the checkpoint are ignored; every model variable must
-  be in it, so a Teacher of another architecture fails here, not as bad labels.
-  Returns the checkpoint prefix used.
-  """
-  prefix = resolve_checkpoint(checkpoint_path)
-  model(tf.zeros([1, *input_shape]), training=False)
-  status = tf.train.Checkpoint(**{common.CKPT_MODEL: model}).restore(prefix)
-  status.expect_partial().assert_existing_objects_matched()
-  logging.info('Teacher restored from %s', prefix)
-  return prefix
-
-
-def make_tta_fn(scales: Sequence[float] = (1.0,), flip: bool = False):
-  """`fn(model_fn, images)` averaging `scales` x (flip) views (`tta.py`)."""
-  return functools.partial(tta.predict_with_tta, scales=tuple(scales),
-                           flip=flip)
 
 
 def write_frame(output_dir: str, image_id: str, panoptic: np.ndarray,
@@ -231,7 +195,7 @@ def write_pseudo_labels(
 
   Args:
     build_infer: `() -> infer`, `infer(images) -> predictions` as made by
-      `evaluator.make_inference_fn`; only called when there is work left.
+      `inference.make_inference_fn`; only called when there is work left.
     records: all frames to label (every shard passes the same list).
     output_dir: the pseudo-label folder.
     dataset: label space of the predictions.
@@ -372,18 +336,6 @@ def merge_pseudo_labels(output_dir: str,
   return json_path
 
 
-def _build_teacher(build_model: Callable[[], keras.Model],
-                   strategy: tf.distribute.Strategy, precision: str):
-  """The Teacher's network without weights (cheap), in `precision`."""
-  previous = keras.mixed_precision.global_policy()
-  try:
-    keras.mixed_precision.set_global_policy(precision)
-    with strategy.scope():
-      return build_model()
-  finally:
-    keras.mixed_precision.set_global_policy(previous)
-
-
 @gin.register
 def pseudo_label(teacher_checkpoint: str, output_dir: str,
                  records: Sequence[Record] = gin.REQUIRED,
@@ -432,13 +384,14 @@ def pseudo_label(teacher_checkpoint: str, output_dir: str,
       with other settings (another Teacher, TTA, precision, frames...).
   """
   task = task or gin.get_configurable(task_lib.PanopticDeepLabTask)()
-  prefix = resolve_checkpoint(teacher_checkpoint)
+  prefix = inference.resolve_checkpoint(teacher_checkpoint)
   strategy = strategy or tf.distribute.get_strategy()
   build_model = task.build_model
   if teacher_model_fn is not None:
     build_model = functools.partial(teacher_model_fn,
                                     num_classes=task.info.num_classes)
-  model = _build_teacher(build_model, strategy, precision)
+  # The network alone (cheap), for the settings; its weights only if needed.
+  model = inference.build_model(build_model, precision, strategy)
   teacher = label_settings.teacher_settings(prefix, model, scales, flip)
   if confidence_threshold:
     teacher['confidence_threshold'] = confidence_threshold
@@ -454,9 +407,10 @@ def pseudo_label(teacher_checkpoint: str, output_dir: str,
 
   def build_infer():
     with strategy.scope():
-      restore_teacher(model, prefix)
-      return evaluator.make_inference_fn(
-          model, task.build_post_processor(), make_tta_fn(scales, flip))
+      inference.restore_model(model, prefix)
+      return inference.make_inference_fn(
+          model, task.build_post_processor(),
+          inference.make_tta_fn(scales, flip))
 
   result = write_pseudo_labels(
       build_infer, records, output_dir, task.info, ego_car_void=ego_car_void,

@@ -19,34 +19,14 @@ from absl import logging
 import gin
 import tensorflow as tf
 
-from official_naive_student import common
 from official_naive_student import datasets
 from official_naive_student.core import file_io
-from official_naive_student.core import trainer as trainer_lib
+from official_naive_student.core import inference
 from official_naive_student.serving import export_module
 from official_naive_student.tasks import panoptic_deeplab
 
 EXPORT_CONFIG = os.path.join('assets.extra', 'export_config.json')
 _NO_DATA_SCOPE = 'export_without_data'
-
-
-def resolve_checkpoint(path: str) -> str:
-  """A checkpoint prefix from a prefix, a checkpoint folder or a model_dir.
-
-  Raises:
-    FileNotFoundError: `path` names no checkpoint.
-  """
-  if tf.io.gfile.isdir(path):
-    for folder in (path, os.path.join(path, trainer_lib.CHECKPOINT_SUBDIR)):
-      latest = tf.train.latest_checkpoint(folder)
-      if latest:
-        return latest
-    raise FileNotFoundError(
-        f'{path}: no checkpoint in this folder nor in its '
-        f'{trainer_lib.CHECKPOINT_SUBDIR}/ subfolder')
-  if not tf.io.gfile.exists(path + '.index'):
-    raise FileNotFoundError(f'{path}: not a checkpoint ({path}.index missing)')
-  return path
 
 
 def build_task_from_gin(scope: Optional[str] = None):
@@ -65,22 +45,6 @@ def build_task_from_gin(scope: Optional[str] = None):
       gin.bind_parameter(f'{full_scope}/PanopticDeepLabTask.{name}', None)
   with gin.config_scope(scope), gin.config_scope(_NO_DATA_SCOPE):
     return task_fn()
-
-
-def restore_model(task, checkpoint: str, input_shape=(65, 65, 3)):
-  """Builds the task's model and restores its weights from a trainer checkpoint.
-
-  Every model variable must be found in the checkpoint (a model built with
-  other options fails here, not with silently random weights); the optimizer
-  slots that trainer checkpoints also hold are ignored.
-  """
-  path = resolve_checkpoint(checkpoint)
-  model = task.build_model()
-  model(tf.zeros([1, *input_shape]), training=False)
-  status = tf.train.Checkpoint(**{common.CKPT_MODEL: model}).restore(path)
-  status.expect_partial().assert_existing_objects_matched()
-  logging.info('Restored the model from %s', path)
-  return model, path
 
 
 def default_version() -> int:
@@ -151,7 +115,7 @@ def export(task, checkpoint: str, export_dir: str,
   Returns:
     The path of the exported SavedModel, `<export_dir>/<version>`.
   """
-  model, path = restore_model(task, checkpoint)
+  model, path = inference.load_model(task.build_model, checkpoint)
   module = export_module.PanopticExportModule(
       model, task.build_post_processor(), input_size=input_size,
       tta_scales=tta_scales, tta_flip=tta_flip,

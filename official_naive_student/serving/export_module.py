@@ -2,8 +2,8 @@
 
 A client of the exported SavedModel needs nothing but TensorFlow (or TF Serving):
 images go in as PNG/JPEG bytes or uint8 pixels, panoptic maps come out. The graph
-runs exactly what evaluation runs (`core/evaluator.make_inference_fn`: float
-cast, optional TTA, model, `PanopticDeepLabPostProcessor`), so a served model
+runs exactly what evaluation runs (`core/inference.predict`: float cast,
+optional TTA, model, `PanopticDeepLabPostProcessor`), so a served model
 labels an image as `train.py --mode eval` does; tests/serving check it bit for
 bit. Signatures (the Model Garden's `image_bytes` / `image_tensor` pair):
 
@@ -30,13 +30,13 @@ The dtype is checked by the signature itself.
 """
 
 import re
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import Dict, Optional, Sequence, Tuple
 
 import tensorflow as tf
 
 from official_naive_student import common
+from official_naive_student.core import inference
 from official_naive_student.dataloaders import augment
-from official_naive_student.post_processing import tta
 
 ENCODED_IMAGES = 'encoded_images'
 IMAGES = 'images'
@@ -61,16 +61,6 @@ def error_message(error: Exception) -> str:
   text = getattr(error, 'message', None) or str(error)
   match = re.search(r'assertion failed: \[(.*?)\]\s*(\n|\[\[|$)', text, re.S)
   return ' '.join((match.group(1) if match else text).split())
-
-
-def make_tta_fn(scales: Sequence[float] = (1.0,),
-                flip: bool = False) -> Optional[Callable]:
-  """`fn(model_fn, images)` for `make_inference_fn`, or None without TTA."""
-  scales = tuple(float(s) for s in scales)
-  if scales == (1.0,) and not flip:
-    return None
-  return lambda model_fn, images: tta.predict_with_tta(
-      model_fn, images, scales=scales, flip=flip)
 
 
 def default_max_pixels(tta_scales: Sequence[float] = (1.0,),
@@ -284,7 +274,8 @@ class PanopticExportModule(tf.Module):
     self.tta_scales = tuple(float(s) for s in tta_scales)
     self.tta_flip = bool(tta_flip)
     self.include_semantic_probs = include_semantic_probs
-    self._tta_fn = make_tta_fn(self.tta_scales, self.tta_flip)
+    self._tta_fn = inference.make_tta_fn(self.tta_scales, self.tta_flip,
+                                         plain_at_identity=True)
     if max_pixels is None:
       max_pixels = default_max_pixels(self.tta_scales, input_size)
     if max_pixels < 0:
@@ -292,28 +283,22 @@ class PanopticExportModule(tf.Module):
                        f'{max_pixels}')
     self.budget = PixelBudget(max_pixels, self.tta_scales)
 
-  def _model_fn(self, images):
-    return self.model(images, training=False)
-
   def predict(self, images: tf.Tensor) -> Dict[str, tf.Tensor]:
     """float32 [B, H, W, 3] in [0, 255] -> the output dict, as evaluation.
 
-    The same steps as `evaluator.make_inference_fn`'s `infer` (which the tests
-    compare against), plus the optional padding to `input_size`.
+    `inference.predict`, as evaluation runs it, after the optional padding to
+    `input_size`.
     """
     images = tf.cast(images, tf.float32)
     height, width = tf.shape(images)[1], tf.shape(images)[2]
     if self.input_size is not None:
       images = self._pad(images)
-    outputs = (self._tta_fn(self._model_fn, images) if self._tta_fn
-               else self._model_fn(images))
-    predictions = self.post_processor(outputs)
-    result = {key: predictions[key] for key in OUTPUT_KEYS}
-    if self.include_semantic_probs:
-      probs = outputs.get(common.PRED_SEMANTIC_PROBS)
-      if probs is None:
-        probs = tf.nn.softmax(outputs[common.PRED_SEMANTIC_LOGITS], axis=-1)
-      result[common.PRED_SEMANTIC_PROBS] = probs
+    predictions = inference.predict(
+        self.model, self.post_processor, images, self._tta_fn,
+        semantic_probs=self.include_semantic_probs)
+    keys = OUTPUT_KEYS + ((common.PRED_SEMANTIC_PROBS,)
+                          if self.include_semantic_probs else ())
+    result = {key: predictions[key] for key in keys}
     if self.input_size is not None:
       result = {key: (value if key == common.PRED_INSTANCE_SCORES
                       else value[:, :height, :width])

@@ -1,7 +1,7 @@
 """Panoptic predictions for local image files, from a checkpoint or a SavedModel.
 
 `predict.py` runs this: the checkpoint path uses the evaluation graph
-(`evaluator.make_inference_fn`), the SavedModel path the exported
+(`inference.make_inference_fn`), the SavedModel path the exported
 `serve_images` signature, which computes the same labels; either way each
 image gets the PNGs of `prediction_pngs` and a progress line is printed.
 An image that cannot be read, or that the model or server refuses, is reported
@@ -18,7 +18,7 @@ from PIL import Image
 import tensorflow as tf
 
 from official_naive_student import datasets
-from official_naive_student.core import evaluator
+from official_naive_student.core import inference
 from official_naive_student.core import progress as progress_lib
 from official_naive_student.serving import client as client_lib
 from official_naive_student.serving import export_lib
@@ -112,10 +112,10 @@ def checkpoint_predictor(task, checkpoint: str,
                          tta_scales: Sequence[float] = (1.0,),
                          tta_flip: bool = False):
   """(predictor, DatasetInfo) running the evaluation graph on a checkpoint."""
-  model, _ = export_lib.restore_model(task, checkpoint)
-  infer = evaluator.make_inference_fn(
+  model, _ = inference.load_model(task.build_model, checkpoint)
+  infer = inference.make_inference_fn(
       model, task.build_post_processor(),
-      export_module.make_tta_fn(tta_scales, tta_flip))
+      inference.make_tta_fn(tta_scales, tta_flip, plain_at_identity=True))
 
   def predict(image: np.ndarray) -> Dict[str, np.ndarray]:
     outputs = infer(tf.constant(image[None], tf.float32))

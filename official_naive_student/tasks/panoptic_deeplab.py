@@ -21,6 +21,7 @@ import tensorflow as tf
 from official_naive_student import common
 from official_naive_student import datasets
 from official_naive_student.core import evaluator
+from official_naive_student.core import inference
 from official_naive_student.dataloaders import cityscapes_files
 from official_naive_student.evaluation import cityscapes_results
 from official_naive_student.dataloaders import input_pipeline
@@ -143,7 +144,7 @@ class PanopticDeepLabTask:
     """
     if self.eval_data is None:
       raise ValueError('PanopticDeepLabTask.eval_data is not set')
-    infer = evaluator.make_inference_fn(model, self.build_post_processor(), tta_fn)
+    infer = inference.make_inference_fn(model, self.build_post_processor(), tta_fn)
     writer = None
     if results_dir:
       writer = cityscapes_results.ResultsWriter(
@@ -160,7 +161,7 @@ class PanopticDeepLabTask:
     if self._summary_batch is None:
       features, _ = next(iter(self.eval_data.dataset_fn().take(1)))
       self._summary_batch = features[common.IMAGE][:1]
-    infer = evaluator.make_inference_fn(model, self.build_post_processor())
+    infer = inference.make_inference_fn(model, self.build_post_processor())
     images = self._summary_batch
     predictions = infer(images)
     outputs = model(images, training=False)

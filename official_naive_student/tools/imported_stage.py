@@ -11,7 +11,7 @@ from typing import Any, Dict, Optional
 
 import gin
 
-from official_naive_student.naive_student import pseudo_label_stage
+from official_naive_student.core import inference
 
 
 @gin.configurable
@@ -20,5 +20,5 @@ def imported_stage(model_dir: str, mode: str = 'train_and_eval',
                    init_checkpoint: Optional[str] = None) -> Dict[str, Any]:
   """The result of a stage that made `checkpoint` (prefix or folder)."""
   del model_dir, mode, init_checkpoint
-  return {'checkpoint': pseudo_label_stage.resolve_checkpoint(checkpoint),
+  return {'checkpoint': inference.resolve_checkpoint(checkpoint),
           'metrics': None, 'step': 0}

@@ -21,8 +21,8 @@ import tensorflow as tf
 import official_naive_student
 from official_naive_student import common
 from official_naive_student import datasets
-from official_naive_student.core import evaluator
 from official_naive_student.core import file_io
+from official_naive_student.core import inference
 from official_naive_student.core import trainer as trainer_lib
 from official_naive_student.dataloaders import cityscapes_files as cf
 from official_naive_student.dataloaders import decode
@@ -66,10 +66,10 @@ def setup(tmp_path_factory):
   # Plain inference (no TTA) of the same Teacher, for comparisons.
   task = _task()
   model = task.build_model()
-  pls.restore_teacher(model, teacher_dir)
-  plain = evaluator.make_inference_fn(model, task.build_post_processor())
-  tta_infer = evaluator.make_inference_fn(model, task.build_post_processor(),
-                                          pls.make_tta_fn((1.0,), False))
+  inference.restore_model(model, teacher_dir)
+  plain = inference.make_inference_fn(model, task.build_post_processor())
+  tta_infer = inference.make_inference_fn(model, task.build_post_processor(),
+                                          inference.make_tta_fn((1.0,), False))
   return dict(base=base, root=root, teacher_dir=teacher_dir, records=records,
               full=full, model=model, plain=plain, tta_infer=tta_infer)
 
@@ -142,7 +142,7 @@ def test_tta_identity_is_plain_inference_and_ego_car_is_void(setup):
   for record in setup['records']:
     image = decode.decode_image(record.image_path)[np.newaxis]
     raw = setup['model'](tf.constant(image, tf.float32), training=False)
-    via_tta_raw = pls.make_tta_fn((1.0,), False)(
+    via_tta_raw = inference.make_tta_fn((1.0,), False)(
         lambda x: setup['model'](x, training=False),
         tf.constant(image, tf.float32))
     probs = tf.nn.softmax(raw[common.PRED_SEMANTIC_LOGITS]).numpy()

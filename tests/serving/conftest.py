@@ -16,9 +16,9 @@ import pytest
 from PIL import Image
 import tensorflow as tf
 
+from official_naive_student.core import inference
 from official_naive_student.core import trainer as trainer_lib
 from official_naive_student.modeling import presets
-from official_naive_student.serving import export_lib
 from official_naive_student.tasks import panoptic_deeplab
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(
@@ -78,7 +78,7 @@ def exported(tmp_path_factory):
 def restored(exported):
   """(task, model) with the exported weights, for the in-process eval path."""
   task = _make_task()
-  model, _ = export_lib.restore_model(task, exported['model_dir'])
+  model, _ = inference.load_model(task.build_model, exported['model_dir'])
   return task, model
 
 

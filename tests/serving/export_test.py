@@ -12,7 +12,7 @@ import pytest
 import tensorflow as tf
 
 from official_naive_student import common
-from official_naive_student.core import evaluator
+from official_naive_student.core import inference
 from official_naive_student.serving import export_lib
 from official_naive_student.serving import export_module
 
@@ -36,7 +36,7 @@ _FRESH_PROCESS = textwrap.dedent('''
 
 def _eval_path(restored, images, tta_fn=None):
   task, model = restored
-  infer = evaluator.make_inference_fn(model, task.build_post_processor(), tta_fn)
+  infer = inference.make_inference_fn(model, task.build_post_processor(), tta_fn)
   return {k: v.numpy() for k, v in infer(tf.constant(images, tf.float32)).items()}
 
 
@@ -159,7 +159,7 @@ def test_fixed_size_and_tta_compute_what_eval_computes(restored, make_images):
   """Padding to --input_size is evaluation's eval_pad_size; TTA is eval's TTA."""
   task, model = restored
   images = make_images(1, 21, 30)
-  tta_fn = export_module.make_tta_fn((1.0,), flip=True)
+  tta_fn = inference.make_tta_fn((1.0,), flip=True, plain_at_identity=True)
   module = export_module.PanopticExportModule(
       model, task.build_post_processor(), input_size=(33, 49), tta_flip=True,
       include_semantic_probs=True)

@@ -16,10 +16,10 @@ import tensorflow as tf
 from official_naive_student import common
 from official_naive_student.core import checkpoint_utils
 from official_naive_student.core import gin_utils
+from official_naive_student.core import inference
 from official_naive_student.core import train_lib
 from official_naive_student.core import trainer as trainer_lib
 from official_naive_student.naive_student import loop
-from official_naive_student.naive_student import pseudo_label_stage
 from official_naive_student.serving import export_lib
 from official_naive_student.tools import deeplab2_config
 from official_naive_student.tools import import_checkpoint
@@ -57,7 +57,7 @@ def test_imported_model_gives_deeplab2_outputs(imported):
   assert report.skipped  # global_step and the optimizer's state.
   # What users restore: the written checkpoint through the written gin.
   task = _task_from_gin(out)
-  model, _ = export_lib.restore_model(task, out)
+  model, _ = inference.load_model(task.build_model, out)
   reference = np.load(os.path.join(FIXTURE, 'deeplab2_outputs.npz'))
   assert model.count_params() == int(reference['num_params'])
   outputs = model(tf.constant(reference['image'], tf.float32), training=False)
@@ -81,7 +81,7 @@ def test_imported_model_gives_deeplab2_outputs(imported):
 def test_pseudo_label_stage_restores_the_import_as_teacher(imported):
   out, _ = imported
   model = _task_from_gin(out).build_model()
-  prefix = pseudo_label_stage.restore_teacher(model, out)
+  prefix = inference.restore_model(model, out)
   assert prefix == tf.train.latest_checkpoint(out)
 
 
@@ -356,7 +356,7 @@ def test_tf1_import_writes_a_restorable_model(tf1_imported, tmp_path):
   with open(os.path.join(out, import_checkpoint.GIN_FILE)) as f:
     text = f.read()
   assert "build_panoptic_deeplab.preset = 'panoptic_deeplab_x71'" in text
-  restored, _ = export_lib.restore_model(_task_from_gin(out), out)
+  restored, _ = inference.load_model(_task_from_gin(out).build_model, out)
   np.testing.assert_array_equal(
       restored.backbone.exit_flow_block1.shortcut.conv.kernel.numpy(),
       values['xception_71/exit_flow/block1/unit_1/xception_module/'

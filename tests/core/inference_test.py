@@ -1,0 +1,67 @@
+"""core/inference: one way to find a checkpoint, restore a model and run it."""
+
+import os
+
+import keras
+import pytest
+import tensorflow as tf
+
+from official_naive_student import common
+from official_naive_student.core import inference
+
+
+def _model(channels: int = 3) -> keras.Model:
+  inputs = keras.Input((None, None, 3))
+  outputs = keras.layers.Conv2D(channels, 1, name='conv')(inputs)
+  return keras.Model(inputs, outputs)
+
+
+def _save(model_dir: str, model: keras.Model) -> str:
+  """A trainer-like checkpoint (`model=`) in model_dir/checkpoints/."""
+  model(tf.zeros([1, 4, 4, 3]))
+  checkpoint = tf.train.Checkpoint(**{common.CKPT_MODEL: model})
+  return tf.train.CheckpointManager(
+      checkpoint, os.path.join(model_dir, common.CHECKPOINT_SUBDIR),
+      max_to_keep=2).save()
+
+
+def test_a_prefix_its_folder_and_its_model_dir_name_the_same_checkpoint(
+    tmp_path):
+  model_dir = str(tmp_path / 'run')
+  _save(model_dir, _model())
+  prefix = _save(model_dir, _model())  # The latest of two.
+  for path in (prefix, os.path.dirname(prefix), model_dir):
+    assert inference.resolve_checkpoint(path) == prefix
+  for missing in (str(tmp_path / 'nothing'), prefix + '-not'):
+    with pytest.raises(FileNotFoundError, match='no checkpoint'):
+      inference.resolve_checkpoint(missing)
+
+
+def test_models_are_built_in_the_named_precision_only(tmp_path):
+  keras.mixed_precision.set_global_policy('mixed_bfloat16')
+  try:
+    model = inference.build_model(_model, precision='float32')
+    assert keras.mixed_precision.global_policy().name == 'mixed_bfloat16'
+  finally:
+    keras.mixed_precision.set_global_policy('float32')
+  assert model.get_layer('conv').compute_dtype == 'float32'
+  model = inference.build_model(_model, precision='mixed_bfloat16')
+  assert model.get_layer('conv').compute_dtype == 'bfloat16'
+  assert keras.mixed_precision.global_policy().name == 'float32'
+
+
+def test_restore_needs_every_variable_of_the_model(tmp_path):
+  saved = _model()
+  prefix = _save(str(tmp_path), saved)
+  model, used = inference.load_model(_model, str(tmp_path))
+  assert used == prefix
+  assert all((a.numpy() == b.numpy()).all()
+             for a, b in zip(model.weights, saved.weights))
+  with pytest.raises(Exception):  # Another architecture: not silently random.
+    inference.load_model(lambda: _model(channels=5), prefix)
+
+
+def test_tta_at_identity_is_the_plain_model_only_when_asked():
+  assert inference.make_tta_fn((1.0,), False, plain_at_identity=True) is None
+  assert inference.make_tta_fn((1.0,), True, plain_at_identity=True)
+  assert inference.make_tta_fn((1.0,), False) is not None
