@@ -31,7 +31,8 @@ from official_naive_student.dataloaders.synthetic import writer
 from official_naive_student.naive_student import ego_car
 from official_naive_student.naive_student import label_quality
 from official_naive_student.naive_student import loop
-from official_naive_student.naive_student import pseudo_label_stage as pls
+from official_naive_student.naive_student import label_folder
+from official_naive_student.naive_student import pseudo_labeling
 
 _MODEL_DIR = flags.DEFINE_string('model_dir', None, 'The chain folder.',
                                  required=True)
@@ -63,7 +64,7 @@ def _teachers(model_dir):
 def _ego_labeled_share(output_dir, records, info):
   """% of ego-car pixels (from each snippet's labeled frame) given a class."""
   masks = ego_car.snippet_masks(records)
-  labels = cityscapes_files.read_panoptic_json(pls.panoptic_json_path(output_dir))
+  labels = cityscapes_files.read_panoptic_json(label_folder.panoptic_json_path(output_dir))
   ego = labeled = 0
   for record in records:
     mask = ego_car.mask_for(record, masks)
@@ -79,7 +80,7 @@ def _ego_labeled_share(output_dir, records, info):
 def main(argv):
   del argv
   gin_utils.parse_gin(_GIN_FILE.value, _GIN_BINDINGS.value)
-  label = gin.get_configurable(pls.pseudo_label)
+  label = gin.get_configurable(pseudo_labeling.pseudo_label)
   tta_scales = tuple(gin.query_parameter('pseudo_label.scales'))
   tta_flip = bool(gin.query_parameter('pseudo_label.flip'))
   with gin.config_scope('unlabeled'):
@@ -103,7 +104,7 @@ def main(argv):
                 scales=tta_scales if tta else (1.0,),
                 flip=tta_flip and tta, ego_car_void=void)
           quality = label_quality.measure_pseudo_label_quality(
-              pls.panoptic_json_path(out), hidden_root)
+              label_folder.panoptic_json_path(out), hidden_root)
           share = _ego_labeled_share(out, records, datasets.SYNTHETIC)
         cells = ''.join(
             f' {quality["class_IoU"][c] or 0:.1f} / '

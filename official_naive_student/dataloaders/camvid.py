@@ -159,7 +159,7 @@ def camvid_pseudo_labeled_records(
 
   Args:
     camvid_root: the CamVid folder (None: `DEFAULT_ROOT`).
-    panoptic_json: the pseudo-label json (`pseudo_label_stage`), whose
+    panoptic_json: the pseudo-label json (`label_folder`), whose
       `category_id`s are CamVid's label ids; the Naive-Student loop binds it.
     split: split name(s), as in `find_records`.
     keep_every_k: as in `find_records`: the same k and offset as the Teacher's

@@ -79,7 +79,7 @@ def measure_pseudo_label_quality(
   counted.
 
   Args:
-    json_path: merged pseudo-labels (`pseudo_label_stage.panoptic_json_path`).
+    json_path: merged pseudo-labels (`label_folder.panoptic_json_path`).
     hidden_gt_root: root holding gtFine/<split>/<city>/*_instanceIds.png.
     split: gtFine split folder ('train', 'val'); None searches all.
     dataset: label space.

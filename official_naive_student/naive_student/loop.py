@@ -24,7 +24,8 @@ from official_naive_student.core import file_io
 from official_naive_student.core import inference
 from official_naive_student.naive_student import label_quality
 from official_naive_student.naive_student import label_settings
-from official_naive_student.naive_student import pseudo_label_stage as labels_lib
+from official_naive_student.naive_student import label_folder
+from official_naive_student.naive_student import pseudo_labeling
 
 SUMMARY_FILE = 'summary.json'
 STAGE_RESULT = 'stage_result.json'
@@ -166,13 +167,13 @@ def label_and_measure(teacher_checkpoint: str, output_dir: str,
     {'json': the merged panoptic json, 'quality': metrics, or None without a
     ground truth}.
   """
-  label_fn = label_fn or gin.get_configurable(labels_lib.pseudo_label)
+  label_fn = label_fn or gin.get_configurable(pseudo_labeling.pseudo_label)
   if label_fn(teacher_checkpoint, output_dir,
               teacher_model_fn=teacher_model_fn) is None:
     raise RuntimeError(f'{output_dir}: other shards are still labeling; run '
                        'them to completion (or merge) before the student')
   dataset = datasets.get_dataset_info(dataset_name)
-  json_path = labels_lib.panoptic_json_path(output_dir)
+  json_path = label_folder.panoptic_json_path(output_dir)
   quality = None
   if hidden_gt_root:
     quality = label_quality.measure_pseudo_label_quality(

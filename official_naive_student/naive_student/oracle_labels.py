@@ -28,8 +28,8 @@ from official_naive_student.core import file_io
 from official_naive_student.dataloaders import decode
 from official_naive_student.dataloaders.cityscapes_files import Record
 from official_naive_student.evaluation import panoptic_quality
+from official_naive_student.naive_student import label_folder
 from official_naive_student.naive_student import label_quality
-from official_naive_student.naive_student import pseudo_label_stage as pls
 
 
 @gin.register
@@ -43,7 +43,7 @@ def oracle_labels(teacher_checkpoint: Optional[str], output_dir: str,
 
   Args:
     teacher_checkpoint: unused (the loop's label functions take it).
-    output_dir: the pseudo-label folder (layout of `pseudo_label_stage`).
+    output_dir: the pseudo-label folder (`label_folder`).
     records: the frames to label, as for `pseudo_label`. A record that carries
       a label (e.g. `camvid_dropped_label_records`) gives that label; one
       without reads the hidden ground truth.
@@ -63,7 +63,7 @@ def oracle_labels(teacher_checkpoint: Optional[str], output_dir: str,
   dataset = datasets.get_dataset_info(dataset_name)
   written = 0
   for record in records:
-    if os.path.exists(pls.fragment_path(output_dir, record.image_id)):
+    if os.path.exists(label_folder.fragment_path(output_dir, record.image_id)):
       continue
     if record.label_format is not None:
       panoptic = decode.decode_label(record, dataset)
@@ -74,8 +74,8 @@ def oracle_labels(teacher_checkpoint: Optional[str], output_dir: str,
     else:
       raise ValueError(f'{record.image_path}: no label and no hidden_gt_root '
                        'to read its ground truth from')
-    pls.write_frame(output_dir, record.image_id, panoptic, dataset)
+    label_folder.write_frame(output_dir, record.image_id, panoptic, dataset)
     written += 1
   logging.info('Wrote the ground truth of %d frames to %s', written, output_dir)
-  pls.merge_pseudo_labels(output_dir, dataset)
+  label_folder.merge_pseudo_labels(output_dir, dataset)
   return output_dir

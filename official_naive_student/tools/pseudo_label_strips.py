@@ -21,8 +21,8 @@ from official_naive_student import datasets
 from official_naive_student.core import file_io
 from official_naive_student.dataloaders import cityscapes_files
 from official_naive_student.dataloaders import decode
+from official_naive_student.naive_student import label_folder
 from official_naive_student.naive_student import loop
-from official_naive_student.naive_student import pseudo_label_stage
 from official_naive_student.serving import prediction_pngs
 
 _GAP = 4  # White pixels between the panels of a strip.
@@ -36,7 +36,7 @@ def label_folders(model_dir: str) -> List[str]:
     folder = loop.stage_dir(model_dir, iteration, 'pseudo_label')
     if not os.path.isdir(folder):
       break
-    if not os.path.exists(pseudo_label_stage.panoptic_json_path(folder)):
+    if not os.path.exists(label_folder.panoptic_json_path(folder)):
       raise FileNotFoundError(f'{folder}: pseudo-labels not finished (no '
                               'merged json yet)')
     folders.append(folder)
@@ -72,7 +72,7 @@ def write_strips(model_dir: str, data_root: str, sequence: str,
                  info: datasets.DatasetInfo = datasets.CITYSCAPES) -> List[str]:
   """Writes `<output_dir>/<image id>_strip.png` per frame; returns the paths."""
   annotations = [cityscapes_files.read_panoptic_json(
-      pseudo_label_stage.panoptic_json_path(f)) for f in label_folders(model_dir)]
+      label_folder.panoptic_json_path(f)) for f in label_folders(model_dir)]
   ids = sorted(i for i in annotations[0] if i.startswith(sequence + '_'))
   if frames is not None:
     ids = [i for i in ids if cityscapes_files.parse_image_id(i)[2] in frames]

@@ -16,7 +16,7 @@ from official_naive_student.dataloaders import decode
 from official_naive_student.dataloaders import input_pipeline as ip
 from official_naive_student.naive_student import label_quality
 from official_naive_student.naive_student import oracle_labels
-from official_naive_student.naive_student import pseudo_label_stage
+from official_naive_student.naive_student import label_folder
 
 # sequence -> frame numbers (unsorted on purpose; CamVid pads them differently).
 TRAIN = {'0001TP': [6690, 6720, 6750, 6780, 6810], '0006R0': [9, 10, 11, 12]}
@@ -148,9 +148,9 @@ def test_pseudo_labels_round_trip_with_camvid_ids(root, tmp_path):
     semantic[-1] = info.ignore_label
     semantic[5, k] = 8
     panoptic = semantic * info.label_divisor
-    pseudo_label_stage.write_frame(out, record.image_id, panoptic, info)
+    label_folder.write_frame(out, record.image_id, panoptic, info)
     expected[record.image_id] = panoptic
-  json_path = pseudo_label_stage.merge_pseudo_labels(out, info)
+  json_path = label_folder.merge_pseudo_labels(out, info)
   with open(json_path) as f:
     categories = json.load(f)['categories']
   assert [c['id'] for c in categories] == list(range(11))
@@ -185,16 +185,16 @@ def test_pseudo_label_quality_against_the_dropped_labels(root, tmp_path):
   out = str(tmp_path / 'labels')
   # Oracle labels: the dropped human labels, written as pseudo-labels.
   oracle_labels.oracle_labels(None, out, dropped, dataset_name='camvid')
-  json_path = pseudo_label_stage.panoptic_json_path(out)
+  json_path = label_folder.panoptic_json_path(out)
   quality = label_quality.measure_against_records(json_path, dropped, info)
   assert quality['mIoU'] == pytest.approx(100.0)
   assert quality['PQ'] == pytest.approx(100.0)
   assert quality['num_frames'] == len(dropped)
   wrong = decode.decode_label(dropped[0], info)
-  pseudo_label_stage.write_frame(
+  label_folder.write_frame(
       out, dropped[0].image_id,
       np.full_like(wrong, 3 * info.label_divisor), info)
-  json_path = pseudo_label_stage.merge_pseudo_labels(out, info)
+  json_path = label_folder.merge_pseudo_labels(out, info)
   quality = label_quality.measure_against_records(json_path, dropped, info)
   assert quality['mIoU'] < 100.0
   # Class 3 (label id 3) now covers a whole frame: more labeled than true pixels.
@@ -211,7 +211,7 @@ def test_panoptic_json_category_ids_are_checked_in_camvid_space(root, tmp_path):
   """A category id that is no CamVid class fails instead of becoming void."""
   record, = camvid.camvid_unlabeled_records(root)[:1]
   out = str(tmp_path / 'labels')
-  annotation = pseudo_label_stage.write_frame(
+  annotation = label_folder.write_frame(
       out, record.image_id, np.full((12, 16), 3000), datasets.CAMVID)
   annotation['segments_info'][0]['category_id'] = 24  # A Cityscapes label id.
   json_path = str(tmp_path / 'bad.json')
@@ -219,6 +219,6 @@ def test_panoptic_json_category_ids_are_checked_in_camvid_space(root, tmp_path):
     json.dump({'annotations': [annotation]}, f)
   bad, = cityscapes_files.with_panoptic_labels(
       [record], json_path,
-      label_root=os.path.join(out, pseudo_label_stage.LABEL_NAME))
+      label_root=os.path.join(out, label_folder.LABEL_NAME))
   with pytest.raises(ValueError, match=r'segment category ids \[24\]'):
     decode.decode_label(bad, datasets.CAMVID)

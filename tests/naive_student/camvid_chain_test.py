@@ -23,7 +23,7 @@ from official_naive_student.dataloaders import camvid
 from official_naive_student.dataloaders import cityscapes_files
 from official_naive_student.dataloaders import decode
 from official_naive_student.naive_student import loop
-from official_naive_student.naive_student import pseudo_label_stage
+from official_naive_student.naive_student import label_folder
 from official_naive_student.serving import export_lib
 
 # Four frames of two train sequences (k=4: one labeled each) and two val frames.
@@ -85,7 +85,7 @@ def test_camvid_chain_runs_and_exports(tmp_path, check_one_iteration_summary):
 
   # The unlabeled frames got pseudo-labels in CamVid's label space, which the
   # student read (with the labeled frames' human labels).
-  labels_json = pseudo_label_stage.panoptic_json_path(
+  labels_json = label_folder.panoptic_json_path(
       loop.stage_dir(model_dir, 1, 'pseudo_label'))
   annotations = cityscapes_files.read_panoptic_json(labels_json)
   assert sorted(annotations) == sorted(

@@ -19,7 +19,8 @@ from official_naive_student.dataloaders import cityscapes_files as cf
 from official_naive_student.dataloaders.synthetic import layout
 from official_naive_student.naive_student import loop
 from official_naive_student.naive_student import oracle_labels
-from official_naive_student.naive_student import pseudo_label_stage
+from official_naive_student.naive_student import label_folder
+from official_naive_student.naive_student import pseudo_labeling
 from official_naive_student.tasks import panoptic_deeplab as task_lib
 
 
@@ -78,7 +79,7 @@ def test_chain_runs_once_and_summarizes(tmp_path, monkeypatch,
   student_result = os.path.join(loop.stage_dir(model_dir, 1, 'student'),
                                 loop.STAGE_RESULT)
   assert json.load(open(student_result))['pseudo_labels'] == os.path.relpath(
-      pseudo_label_stage.panoptic_json_path(labels_dir),
+      label_folder.panoptic_json_path(labels_dir),
       os.path.dirname(student_result))
   # The control: the Student's start and steps on the human labels, then the
   # same fine-tuning as the Student's.
@@ -94,7 +95,7 @@ def test_chain_runs_once_and_summarizes(tmp_path, monkeypatch,
   def fail(*args, **kwargs):
     raise AssertionError('a finished stage ran again')
   monkeypatch.setattr(trainer_lib.Trainer, 'train', fail)
-  monkeypatch.setattr(pseudo_label_stage, 'write_pseudo_labels', fail)
+  monkeypatch.setattr(pseudo_labeling, 'write_pseudo_labels', fail)
   _parse(root)
   assert train_lib.run_experiment(model_dir=model_dir) == rows
 
@@ -110,7 +111,7 @@ def test_chain_runs_once_and_summarizes(tmp_path, monkeypatch,
 
   # Labels rewritten since the Student trained on them: the finished Student
   # is not reused as if nothing had changed.
-  labels = pseudo_label_stage.panoptic_json_path(
+  labels = label_folder.panoptic_json_path(
       loop.stage_dir(moved, 1, 'pseudo_label'))
   with open(labels, 'a') as f:
     f.write(' ')
@@ -206,7 +207,7 @@ def test_the_student_stage_trains_on_the_records_of_its_argument(tmp_path):
   oracle_labels.oracle_labels(
       None, labels_dir, records=cf.find_records(root, split),
       hidden_gt_root=layout.hidden_gt_root(root))
-  json_path = pseudo_label_stage.panoptic_json_path(labels_dir)
+  json_path = label_folder.panoptic_json_path(labels_dir)
   with gin.config_scope('student'):
     task = gin.get_configurable(task_lib.PanopticDeepLabTask)()
   assert task.train_data is None and task.trains_on_pseudo_labels

@@ -34,7 +34,9 @@ from official_naive_student.naive_student import ego_car
 from official_naive_student.naive_student import label_quality
 from official_naive_student.naive_student import label_settings
 from official_naive_student.naive_student import oracle_labels
-from official_naive_student.naive_student import pseudo_label_stage as pls
+from official_naive_student.naive_student import label_folder
+from official_naive_student.naive_student import pseudo_label_stage
+from official_naive_student.naive_student import pseudo_labeling as pls
 from official_naive_student.tasks import panoptic_deeplab as task_lib
 
 INFO = datasets.CITYSCAPES
@@ -76,7 +78,7 @@ def setup(tmp_path_factory):
 
 def _labels(output_dir):
   """image id -> decoded panoptic map of a merged pseudo-label folder."""
-  annotations = cf.read_panoptic_json(pls.panoptic_json_path(output_dir))
+  annotations = cf.read_panoptic_json(label_folder.panoptic_json_path(output_dir))
   return {k: decode.decode_panoptic_png(png, segments, INFO)
           for k, (png, segments) in annotations.items()}
 
@@ -102,7 +104,7 @@ def _partition_agreement(a, b):
 def test_labels_read_back_and_train(setup):
   full = setup['full']
   assert file_io.is_done(full)
-  with open(pls.panoptic_json_path(full)) as f:
+  with open(label_folder.panoptic_json_path(full)) as f:
     data = json.load(f)
   assert len(data['annotations']) == NUM_FRAMES
   label_ids = set(INFO.train_id_to_label_id)
@@ -110,7 +112,7 @@ def test_labels_read_back_and_train(setup):
     for segment in ann['segments_info']:
       assert segment['category_id'] in label_ids and segment['iscrowd'] == 0
   records = cf.find_records(setup['root'], 'train-sequence',
-                            panoptic_json=pls.panoptic_json_path(full))
+                            panoptic_json=label_folder.panoptic_json_path(full))
   assert all(r.label_format == cf.LABEL_PANOPTIC for r in records)
   pipeline = input_pipeline.InputPipeline(
       records=records, mode='train', global_batch_size=2, crop_size=(H, W))
@@ -178,7 +180,7 @@ def _build(setup, calls, fail_after=None):
 
 
 def _mtimes(output_dir):
-  folder = os.path.join(output_dir, pls.LABEL_NAME)
+  folder = os.path.join(output_dir, label_folder.LABEL_NAME)
   return {n: os.stat(os.path.join(folder, n)).st_mtime_ns
           for n in os.listdir(folder)}
 
@@ -186,7 +188,7 @@ def _mtimes(output_dir):
 def test_killed_and_sharded_runs_label_every_frame_once(setup):
   out = str(setup['base'] / 'sharded')
   records = setup['records']
-  shards = [pls.shard_records(records, i, 2) for i in range(2)]
+  shards = [label_folder.shard_records(records, i, 2) for i in range(2)]
   ids = [r.image_id for s in shards for r in s]
   assert sorted(ids) == sorted(r.image_id for r in records)
   assert len(set(ids)) == NUM_FRAMES
@@ -200,7 +202,7 @@ def test_killed_and_sharded_runs_label_every_frame_once(setup):
   own = shards[0][-1].image_id + '_panoptic.png.tmp-1'
   other = shards[1][0].image_id + '_panoptic.png.tmp-1'
   for name in (own, other):  # Leftovers of a writer killed mid-file.
-    file_io.atomic_write_text(os.path.join(out, pls.LABEL_NAME, name), 'x')
+    file_io.atomic_write_text(os.path.join(out, label_folder.LABEL_NAME, name), 'x')
   calls = []
   result = pls.write_pseudo_labels(_build(setup, calls), records, out,
                                    shard=0, **kwargs)
@@ -210,7 +212,7 @@ def test_killed_and_sharded_runs_label_every_frame_once(setup):
   assert {n: after[n] for n in before} == before  # Not redone.
   assert own not in after and other in after
   with pytest.raises(RuntimeError, match=r'shards \[1\] of 2'):
-    pls.merge_pseudo_labels(out)
+    label_folder.merge_pseudo_labels(out)
   calls = []
   result = pls.write_pseudo_labels(_build(setup, calls), records, out,
                                    shard=1, max_frames=3, **kwargs)
@@ -226,10 +228,10 @@ def test_killed_and_sharded_runs_label_every_frame_once(setup):
   with pytest.raises(ValueError, match='settings'):
     pls.write_pseudo_labels(_build(setup, calls), records, out, shard=0,
                             batch_size=2, num_shards=3)
-  pls.merge_pseudo_labels(out)
-  with open(pls.panoptic_json_path(out)) as f:
+  label_folder.merge_pseudo_labels(out)
+  with open(label_folder.panoptic_json_path(out)) as f:
     merged = json.load(f)
-  with open(pls.panoptic_json_path(setup['full'])) as f:
+  with open(label_folder.panoptic_json_path(setup['full'])) as f:
     single = json.load(f)
   assert merged == single
   full, sharded = _labels(setup['full']), _labels(out)
@@ -243,7 +245,7 @@ def test_oracle_labels_are_the_ground_truth(setup):
   out = str(setup['base'] / 'from_gt')
   assert oracle_labels.oracle_labels(None, out, setup['records'], hidden) == out
   quality = label_quality.measure_pseudo_label_quality(
-      pls.panoptic_json_path(out), hidden, 'train')
+      label_folder.panoptic_json_path(out), hidden, 'train')
   assert quality['num_frames'] == NUM_FRAMES
   assert quality['PQ'] == pytest.approx(100.0)
   assert quality['PQ_things'] == pytest.approx(100.0)
@@ -253,7 +255,7 @@ def test_oracle_labels_are_the_ground_truth(setup):
   assert all(v in (None, pytest.approx(100.0))
              for v in quality['class_IoU'].values())
   records = cf.find_records(setup['root'], 'train-sequence',
-                            panoptic_json=pls.panoptic_json_path(out))
+                            panoptic_json=label_folder.panoptic_json_path(out))
   for record in records:
     gt = panoptic_quality.panoptic_from_instance_ids(
         label_quality.hidden_instance_ids(hidden, 'train', record.image_id), INFO)
@@ -266,8 +268,8 @@ def test_oracle_labels_are_the_ground_truth(setup):
     pairs = np.unique(np.stack([gt.ravel(), got.ravel()]), axis=1)
     assert pairs.shape[1] == len(np.unique(gt)) == len(np.unique(got))
   # Resumes per frame: a DONE folder is left alone, an unfinished one refilled.
-  fragment = pls.fragment_path(out, records[0].image_id)
-  with open(pls.panoptic_json_path(out)) as f:
+  fragment = label_folder.fragment_path(out, records[0].image_id)
+  with open(label_folder.panoptic_json_path(out)) as f:
     merged = json.load(f)
   os.remove(fragment)
   oracle_labels.oracle_labels(None, out, setup['records'], hidden)
@@ -275,24 +277,27 @@ def test_oracle_labels_are_the_ground_truth(setup):
   os.remove(os.path.join(out, file_io.DONE_MARKER))
   oracle_labels.oracle_labels(None, out, setup['records'], hidden)
   assert os.path.exists(fragment) and file_io.is_done(out)
-  with open(pls.panoptic_json_path(out)) as f:
+  with open(label_folder.panoptic_json_path(out)) as f:
     assert json.load(f) == merged
   teacher = label_quality.measure_pseudo_label_quality(
-      pls.panoptic_json_path(setup['full']), hidden)
+      label_folder.panoptic_json_path(setup['full']), hidden)
   assert teacher['PQ'] < 50.0 and teacher['mIoU'] < 50.0  # Random Teacher.
 
 
 def test_module_cli_with_a_gin_file(setup, tmp_path):
-  """`python -m ...pseudo_label_stage --gin_file F`, F importing the module.
+  """`python -m ...pseudo_label_stage --gin_file F`, F importing the modules.
 
-  The module then exists twice (as __main__ and by its package name); a gin
-  binding of `pseudo_label` must still resolve to one configurable.
+  The command's module then exists twice (as __main__ and by its package name,
+  as older gin files import it); it registers nothing, so a gin binding of
+  `pseudo_label` still resolves to one configurable.
   """
   out = str(tmp_path / 'labels')
   shutil.copytree(setup['full'], out)
   config = tmp_path / 'labels.gin'
-  config.write_text('import official_naive_student.naive_student.'
-                    'pseudo_label_stage\npseudo_label.flip = True\n')
+  config.write_text(
+      'import official_naive_student.naive_student.pseudo_label_stage\n'
+      'import official_naive_student.naive_student.pseudo_labeling\n'
+      'pseudo_label.flip = True\n')
   repo = os.path.dirname(os.path.dirname(os.path.abspath(
       official_naive_student.__file__)))
   run = subprocess.run(
@@ -319,10 +324,10 @@ def test_cli_with_gin_and_tta(setup, capsys):
   argv += ['--teacher_checkpoint', setup['teacher_dir'], '--output_dir', out,
            '--cityscapes_root', setup['root'], '--split', 'train-sequence',
            '--hidden_gt_root', os.path.join(setup['root'], 'hidden_gt')]
-  assert pls.main(argv) == 0
+  assert pseudo_label_stage.main(argv) == 0
   printed = capsys.readouterr().out
   assert f'{out}: done' in printed and '"PQ"' in printed
-  settings = file_io.read_json(os.path.join(out, pls.SETTINGS_FILE))
+  settings = file_io.read_json(os.path.join(out, label_folder.SETTINGS_FILE))
   assert settings['scales'] == [0.5, 1.0] and settings['flip']
   assert len(_labels(out)) == NUM_FRAMES
   assert tf.io.gfile.exists(os.path.join(out, file_io.DONE_MARKER))
@@ -335,15 +340,15 @@ def test_cli_merge_only_keeps_the_label_space(tmp_path, capsys):
   semantic = np.zeros((8, 8), np.int32)
   semantic[:, 4:] = 3
   semantic[0, 0] = camvid.ignore_label
-  pls.write_frame(out, '0016E5_07959', semantic * camvid.label_divisor, camvid)
-  assert pls.main(['--merge_only', '--output_dir', out,
+  label_folder.write_frame(out, '0016E5_07959', semantic * camvid.label_divisor, camvid)
+  assert pseudo_label_stage.main(['--merge_only', '--output_dir', out,
                    '--dataset_name', 'camvid']) == 0
   assert f'{out}: done' in capsys.readouterr().out
-  annotations = cf.read_panoptic_json(pls.panoptic_json_path(out))
+  annotations = cf.read_panoptic_json(label_folder.panoptic_json_path(out))
   png, segments = annotations['0016E5_07959']
   decoded = decode.decode_panoptic_png(png, segments, camvid)
   np.testing.assert_array_equal(decoded // camvid.label_divisor, semantic)
-  with open(pls.panoptic_json_path(out)) as f:
+  with open(label_folder.panoptic_json_path(out)) as f:
     categories = json.load(f)['categories']
   assert [c['name'] for c in categories] == list(camvid.class_names)
 
@@ -362,7 +367,7 @@ def test_finished_labels_refuse_another_teacher_until_overwritten(
   out = str(tmp_path / 'labels')
   shutil.copytree(setup['full'], out)
   records, before = setup['records'], _mtimes(out)
-  settings = file_io.read_json(os.path.join(out, pls.SETTINGS_FILE))
+  settings = file_io.read_json(os.path.join(out, label_folder.SETTINGS_FILE))
   assert settings['network'] == 'tiny' and settings['precision'] == 'float32'
   assert settings['teacher_checkpoint'] == 'ckpt-0'
   assert str(setup['base']) not in json.dumps(settings)  # No absolute paths.
@@ -399,11 +404,11 @@ def test_finished_labels_refuse_another_teacher_until_overwritten(
   argv = sum((['--gin_bindings', b] for b in bindings), [])
   argv += ['--teacher_checkpoint', other, '--output_dir', out,
            '--cityscapes_root', setup['root']]
-  assert pls.main(argv) == 1
+  assert pseudo_label_stage.main(argv) == 1
   assert 'teacher_sha256' in capsys.readouterr().err
-  assert pls.main(argv + ['--overwrite']) == 0
+  assert pseudo_label_stage.main(argv + ['--overwrite']) == 0
   assert f'{out}: done' in capsys.readouterr().out
-  settings = file_io.read_json(os.path.join(out, pls.SETTINGS_FILE))
+  settings = file_io.read_json(os.path.join(out, label_folder.SETTINGS_FILE))
   assert settings['teacher_sha256'] == label_settings.teacher_fingerprint(other)
   assert file_io.is_done(out) and len(_labels(out)) == NUM_FRAMES
   assert not set(_mtimes(out).items()) & set(before.items())  # All redone.
@@ -412,7 +417,7 @@ def test_finished_labels_refuse_another_teacher_until_overwritten(
 def test_finished_labels_of_unknown_origin_are_refused(setup, tmp_path):
   out = str(tmp_path / 'labels')
   shutil.copytree(setup['full'], out)
-  os.remove(os.path.join(out, pls.SETTINGS_FILE))
+  os.remove(os.path.join(out, label_folder.SETTINGS_FILE))
   with pytest.raises(pls.SettingsMismatchError, match='unknown origin'):
     pls.pseudo_label(setup['teacher_dir'], out, setup['records'], task=_task())
 
@@ -421,32 +426,32 @@ def test_stale_temporaries_are_removed_at_the_next_start(setup, tmp_path):
   """This shard's leftovers go at once; other writers' only once an hour old."""
   out = str(tmp_path / 'labels')
   records = setup['records']
-  mine, theirs = (pls.shard_records(records, i, 2)[0].image_id for i in (0, 1))
+  mine, theirs = (label_folder.shard_records(records, i, 2)[0].image_id for i in (0, 1))
   kwargs = dict(shard=0, num_shards=2, max_frames=0)  # Cleans, labels nothing.
   calls = []
   pls.write_pseudo_labels(_build(setup, calls), records, out, **kwargs)
   names = {
-      pls.LABEL_NAME: [f'{mine}_panoptic.png.tmp-1-a',
+      label_folder.LABEL_NAME: [f'{mine}_panoptic.png.tmp-1-a',
                        f'{theirs}_panoptic.png.tmp-1-b'],
-      pls.SEGMENTS_DIR: [f'{mine}.json.tmp-1-c', f'{theirs}.json.tmp-1-d'],
-      pls.SHARDS_DIR: ['shard-00000-of-00002.json.tmp-1-e',
+      label_folder.SEGMENTS_DIR: [f'{mine}.json.tmp-1-c', f'{theirs}.json.tmp-1-d'],
+      label_folder.SHARDS_DIR: ['shard-00000-of-00002.json.tmp-1-e',
                        'shard-00001-of-00002.json.tmp-1-f'],
-      '': ['settings.json.tmp-1', f'{pls.LABEL_NAME}.json.tmp-1-g',
+      '': ['settings.json.tmp-1', f'{label_folder.LABEL_NAME}.json.tmp-1-g',
            'DONE.tmp-1-h'],
   }
   paths = [os.path.join(out, folder, n) for folder, ns in names.items()
            for n in ns]
   for path in paths:
     file_io.atomic_write_text(path, 'x')
-  old = [os.path.join(out, '', f'{pls.LABEL_NAME}.json.tmp-1-g'),
-         os.path.join(out, pls.LABEL_NAME, f'{theirs}_panoptic.png.tmp-1-b')]
+  old = [os.path.join(out, '', f'{label_folder.LABEL_NAME}.json.tmp-1-g'),
+         os.path.join(out, label_folder.LABEL_NAME, f'{theirs}_panoptic.png.tmp-1-b')]
   for path in old:
     os.utime(path, (0, 0))  # Untouched since 1970: its writer is gone.
   pls.write_pseudo_labels(_build(setup, calls), records, out, **kwargs)
   assert not calls
   left = {os.path.relpath(p, out) for p in paths if os.path.exists(p)}
-  assert left == {f'{pls.SEGMENTS_DIR}/{theirs}.json.tmp-1-d',
-                  f'{pls.SHARDS_DIR}/shard-00001-of-00002.json.tmp-1-f',
+  assert left == {f'{label_folder.SEGMENTS_DIR}/{theirs}.json.tmp-1-d',
+                  f'{label_folder.SHARDS_DIR}/shard-00001-of-00002.json.tmp-1-f',
                   'settings.json.tmp-1', 'DONE.tmp-1-h'}
 
 

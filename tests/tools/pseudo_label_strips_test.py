@@ -8,7 +8,7 @@ import pytest
 
 from official_naive_student import datasets
 from official_naive_student.naive_student import loop
-from official_naive_student.naive_student import pseudo_label_stage as pls
+from official_naive_student.naive_student import label_folder
 from official_naive_student.tools import pseudo_label_strips
 
 INFO = datasets.CITYSCAPES
@@ -23,8 +23,8 @@ def _chain(tmp_path, num_iterations=2):
     panoptic = np.full((H, W), 0 * INFO.label_divisor, np.int64)  # road
     panoptic[:, W // 2:] = 13 * INFO.label_divisor + iteration    # a car
     panoptic[-2:] = INFO.ignore_label * INFO.label_divisor         # ego car
-    pls.write_frame(folder, IMAGE_ID, panoptic, INFO)
-    pls.merge_pseudo_labels(folder, INFO)
+    label_folder.write_frame(folder, IMAGE_ID, panoptic, INFO)
+    label_folder.merge_pseudo_labels(folder, INFO)
   frames = tmp_path / 'data' / 'leftImg8bit_sequence' / 'train' / 'synthtown'
   frames.mkdir(parents=True)
   image = np.random.RandomState(0).randint(0, 255, (H, W, 3)).astype(np.uint8)
