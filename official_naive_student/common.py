@@ -47,6 +47,5 @@ LOSS_OFFSET = 'offset_loss'
 
 # Checkpoint item names (for partial restores).
 CKPT_MODEL = 'model'
-CKPT_BACKBONE = 'backbone'
 # The sub-folder of a trainer's model_dir holding its checkpoints.
 CHECKPOINT_SUBDIR = 'checkpoints'

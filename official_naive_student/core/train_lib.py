@@ -5,6 +5,7 @@ to `run_stage` (one supervised model) or to the Naive-Student loop, which calls
 `run_stage` for each of its training stages.
 """
 
+import inspect
 import os
 from typing import Callable, Dict, Optional
 
@@ -83,5 +84,14 @@ def run_stage(model_dir: str, mode: str = 'train_and_eval', task=gin.REQUIRED,
 @gin.configurable
 def run_experiment(model_dir: str, mode: str = 'train_and_eval',
                    experiment_fn: Callable = run_stage):
-  """The root of `train.py`: runs the bound experiment in `model_dir`."""
-  return experiment_fn(model_dir=model_dir, mode=mode)
+  """The root of `train.py`: runs the bound experiment in `model_dir`.
+
+  An experiment without a `mode` argument (the Naive-Student chain, which
+  trains and evaluates every stage) runs only in 'train_and_eval'.
+  """
+  if 'mode' in inspect.signature(experiment_fn).parameters:
+    return experiment_fn(model_dir=model_dir, mode=mode)
+  if mode != 'train_and_eval':
+    raise ValueError(f'--mode {mode!r}: this experiment trains and evaluates '
+                     'every stage; only train_and_eval runs it')
+  return experiment_fn(model_dir=model_dir)

@@ -2,7 +2,7 @@
 
 The model only normalizes images, runs its parts and brings the three raw
 predictions to input resolution; it never post-processes, so training, eval,
-pseudo-labelling and export all share exactly this computation (STYLE.md 4.7).
+pseudo-labelling and export all share exactly this computation.
 Parts are built by `presets.build_panoptic_deeplab` (which gin binds).
 
 Output conventions (DeepLab2 `model/deeplab.py`): predictions are upsampled with
@@ -18,16 +18,6 @@ import tensorflow as tf
 
 from official_naive_student import common
 from official_naive_student.modeling.layers import resize
-
-# Checkpoint item names beyond common.CKPT_BACKBONE, following DeepLab2's
-# `checkpoint_items`: the semantic head's last layer is separate so a restore can
-# skip it when the number of classes changes.
-CKPT_SEMANTIC_DECODER = 'semantic_decoder'
-CKPT_INSTANCE_DECODER = 'instance_decoder'
-CKPT_SEMANTIC_HEAD_WITHOUT_LAST_LAYER = 'semantic_head_without_last_layer'
-CKPT_SEMANTIC_LAST_LAYER = 'semantic_last_layer'
-CKPT_CENTER_HEAD = 'center_head'
-CKPT_OFFSET_HEAD = 'offset_head'
 
 _PARTS = ('backbone', 'semantic_decoder', 'instance_decoder', 'semantic_head',
           'center_head', 'offset_head')
@@ -100,24 +90,6 @@ class PanopticDeepLab(keras.Model):
             resize.resize_align_corners(center, size), tf.float32),
         common.PRED_OFFSET: tf.cast(
             resize.resize_and_rescale_offsets(offset, size), tf.float32),
-    }
-
-  @property
-  def checkpoint_items(self) -> Dict[str, keras.layers.Layer]:
-    """Named parts for `tf.train.Checkpoint(**items)` and partial restores.
-
-    Restoring everything except CKPT_SEMANTIC_LAST_LAYER transfers a model to
-    a dataset with another class count; restoring only common.CKPT_BACKBONE
-    starts from ImageNet (or any backbone-only) weights.
-    """
-    return {
-        common.CKPT_BACKBONE: self.backbone,
-        CKPT_SEMANTIC_DECODER: self.semantic_decoder,
-        CKPT_INSTANCE_DECODER: self.instance_decoder,
-        CKPT_SEMANTIC_HEAD_WITHOUT_LAST_LAYER: self.semantic_head.conv_block,
-        CKPT_SEMANTIC_LAST_LAYER: self.semantic_head.final_conv,
-        CKPT_CENTER_HEAD: self.center_head,
-        CKPT_OFFSET_HEAD: self.offset_head,
     }
 
   def get_config(self):

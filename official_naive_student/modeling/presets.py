@@ -6,7 +6,7 @@ A preset is a set of `build_panoptic_deeplab` keyword arguments over
 paper's regular 5x5 convolutions in decoders and heads and the paper's
 Wide-ResNet layout (`WideResNet` default `layout='naive_student'`; DeepLab2's is
 `backbone_kwargs={'layout': 'deeplab2'}`). `tiny` models run through
-the same classes, only narrower and shallower (STYLE.md 4.6).
+the same classes, only narrower and shallower.
 
 `PAPER_FIGURES` holds the published parameter and multiply-add counts that
 `tools/model_stats.py` checks the built networks against; see

@@ -125,15 +125,15 @@ def format_table(rows: List[Dict]) -> str:
   return '\n'.join(lines)
 
 
-def _run_control(model_dir: str, mode: str, control_stage: Callable,
+def _run_control(model_dir: str, control_stage: Callable,
                  finetune_stage: Callable, init: Optional[str]) -> Dict:
   """The Student's two trainings, from the Student's start, on human labels."""
   directory = stage_dir(model_dir, 1, 'control_student')
   trained = _run_once(directory, lambda: control_stage(
-      model_dir=directory, mode=mode, init_checkpoint=init), {'init': init})
+      model_dir=directory, init_checkpoint=init), {'init': init})
   directory = stage_dir(model_dir, 1, 'control')
   return _run_once(directory, lambda: finetune_stage(
-      model_dir=directory, mode=mode, init_checkpoint=trained['checkpoint']),
+      model_dir=directory, init_checkpoint=trained['checkpoint']),
                    {'init': trained['checkpoint']})
 
 
@@ -186,7 +186,6 @@ def label_and_measure(teacher_checkpoint: str, output_dir: str,
 
 @gin.register
 def run_naive_student(model_dir: str,
-                      mode: str = 'train_and_eval',
                       num_iterations: int = 2,
                       teacher_stage: Callable = gin.REQUIRED,
                       pseudo_label_stage: Callable = gin.REQUIRED,
@@ -203,9 +202,8 @@ def run_naive_student(model_dir: str,
 
   Args:
     model_dir: experiment folder; stages go to `iter<i>_<stage>/`.
-    mode: only 'train_and_eval' makes sense for the chain (kept for train.py).
     num_iterations: Naive-Student iterations after the iteration-0 teacher.
-    teacher_stage: `fn(model_dir, mode, init_checkpoint=None) -> {'checkpoint',
+    teacher_stage: `fn(model_dir, init_checkpoint=None) -> {'checkpoint',
       'metrics'}`, e.g. `@teacher/run_stage`: supervised training on human labels.
     pseudo_label_stage: `fn(teacher_checkpoint, output_dir, teacher_model_fn)
       -> {'json', 'quality'}` (e.g. `@label_and_measure`): labels every
@@ -246,8 +244,7 @@ def run_naive_student(model_dir: str,
     file_io.atomic_write_json(os.path.join(model_dir, SUMMARY_FILE), rows)
 
   directory = stage_dir(model_dir, 0, 'teacher')
-  teacher = _run_once(directory, lambda: teacher_stage(model_dir=directory,
-                                                       mode=mode))
+  teacher = _run_once(directory, lambda: teacher_stage(model_dir=directory))
   add_row(0, 'teacher', teacher_network, teacher)
   previous_student = None
   for iteration in range(1, num_iterations + 1):
@@ -266,7 +263,7 @@ def run_naive_student(model_dir: str,
             'previous_student': previous_student}[student_init]
     directory = stage_dir(model_dir, iteration, 'student')
     student = _run_once(directory, lambda: {**student_stage(
-        model_dir=directory, mode=mode, init_checkpoint=init,
+        model_dir=directory, init_checkpoint=init,
         pseudo_labels=labels['json']), 'pseudo_labels': labels['json']},
                         {'pseudo_labels': labels['json'], 'init': init})
     add_row(iteration, 'student', student_network, student)
@@ -274,12 +271,12 @@ def run_naive_student(model_dir: str,
 
     directory = stage_dir(model_dir, iteration, 'finetune')
     finetuned = _run_once(directory, lambda: finetune_stage(
-        model_dir=directory, mode=mode, init_checkpoint=student['checkpoint']),
+        model_dir=directory, init_checkpoint=student['checkpoint']),
                           {'init': student['checkpoint']})
     add_row(iteration, 'finetune', student_network, finetuned)
     if control_stage is not None and iteration == 1:
       add_row(iteration, 'control', student_network,
-              _run_control(model_dir, mode, control_stage, finetune_stage,
+              _run_control(model_dir, control_stage, finetune_stage,
                            init))
     teacher = finetuned  # The fine-tuned student teaches the next iteration.
   print(format_table(rows), flush=True)

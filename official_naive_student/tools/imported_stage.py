@@ -15,10 +15,9 @@ from official_naive_student.core import inference
 
 
 @gin.configurable
-def imported_stage(model_dir: str, mode: str = 'train_and_eval',
-                   checkpoint: str = gin.REQUIRED,
+def imported_stage(model_dir: str, checkpoint: str = gin.REQUIRED,
                    init_checkpoint: Optional[str] = None) -> Dict[str, Any]:
   """The result of a stage that made `checkpoint` (prefix or folder)."""
-  del model_dir, mode, init_checkpoint
+  del model_dir, init_checkpoint
   return {'checkpoint': inference.resolve_checkpoint(checkpoint),
           'metrics': None, 'step': 0}

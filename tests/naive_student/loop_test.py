@@ -123,7 +123,7 @@ def test_chain_runs_once_and_summarizes(tmp_path, monkeypatch,
 
 def _fake_training_stage(calls, name):
   """A training stage that records its arguments and writes a checkpoint file."""
-  def stage(model_dir, mode, init_checkpoint=None, **kwargs):
+  def stage(model_dir, init_checkpoint=None, **kwargs):
     calls.append((name, model_dir, init_checkpoint, kwargs))
     checkpoint = os.path.join(model_dir, 'ckpt')
     with open(checkpoint, 'w') as f:
@@ -220,3 +220,10 @@ def test_the_student_stage_trains_on_the_records_of_its_argument(tmp_path):
   assert (tuple(pipeline.crop_size), pipeline.global_batch_size) == ((64, 64), 2)
   with pytest.raises(ValueError, match='pseudo-labels but was given none'):
     task.train_dataset_fn()
+
+
+def test_the_chain_runs_only_in_train_and_eval(tmp_path):
+  _parse(str(tmp_path / 'data'))
+  with pytest.raises(ValueError, match="--mode 'eval'"):
+    train_lib.run_experiment(model_dir=str(tmp_path / 'run'), mode='eval')
+  assert not os.path.exists(tmp_path / 'run')
