@@ -21,15 +21,27 @@ def _tmp_name(path: str) -> str:
   return f'{path}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}'
 
 
-def atomic_write_bytes(path: str, data: bytes) -> None:
-  """Writes `data` to `path` through a temporary file and a rename."""
+@contextlib.contextmanager
+def atomic_file(path: str) -> Iterator[str]:
+  """Yields a temporary path next to `path`, renamed to `path` if the block
+  succeeds and removed if it fails: readers never see a partial file."""
   parent = os.path.dirname(path)
   if parent:
     os.makedirs(parent, exist_ok=True)
   tmp = _tmp_name(path)
-  with open(tmp, 'wb') as f:
-    f.write(data)
-  os.replace(tmp, path)
+  try:
+    yield tmp
+    os.replace(tmp, path)
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
+
+
+def atomic_write_bytes(path: str, data: bytes) -> None:
+  """Writes `data` to `path` through a temporary file and a rename."""
+  with atomic_file(path) as tmp:
+    with open(tmp, 'wb') as f:
+      f.write(data)
 
 
 def atomic_write_text(path: str, text: str) -> None:
@@ -38,6 +50,28 @@ def atomic_write_text(path: str, text: str) -> None:
 
 def atomic_write_json(path: str, obj: Any, indent: int = 2) -> None:
   atomic_write_text(path, json.dumps(obj, indent=indent, sort_keys=False) + '\n')
+
+
+def write_json_once(path: str, obj: Any) -> bool:
+  """Writes `path` unless it exists; of concurrent writers the first wins.
+
+  The complete file is hard-linked into place, which fails if `path` exists.
+  Returns whether this call wrote it.
+  """
+  parent = os.path.dirname(path)
+  if parent:
+    os.makedirs(parent, exist_ok=True)
+  tmp = _tmp_name(path)
+  try:
+    with open(tmp, 'w') as f:
+      f.write(json.dumps(obj, indent=2) + '\n')
+    os.link(tmp, path)
+    return True
+  except FileExistsError:
+    return False
+  finally:
+    if os.path.exists(tmp):
+      os.remove(tmp)
 
 
 def read_json(path: str) -> Any:

@@ -23,6 +23,7 @@ import numpy as np
 from PIL import Image
 
 from official_naive_student import datasets
+from official_naive_student import panoptic_rgb
 from official_naive_student.dataloaders import cityscapes_files
 
 _INSTANCE_MODES = ('I', 'I;16', 'I;16B', 'I;16L')
@@ -138,22 +139,6 @@ def decode_gtfine(label_path: str, instance_path: str,
   return values[inverse.reshape(instance_ids.shape)]
 
 
-def rgb_to_ids(rgb: np.ndarray) -> np.ndarray:
-  """[H, W, 3] uint8 -> int32 id = R + 256 G + 65536 B (COCO panoptic PNGs)."""
-  rgb = rgb.astype(np.int32)
-  return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
-
-
-def ids_to_rgb(ids: np.ndarray) -> np.ndarray:
-  """Inverse of `rgb_to_ids` for ids in [0, 2**24)."""
-  ids = np.asarray(ids)
-  if ids.size and (ids.min() < 0 or ids.max() >= 1 << 24):
-    raise ValueError(f'ids outside [0, 2**24): {ids.min()}..{ids.max()}')
-  ids = ids.astype(np.uint32)
-  return np.stack([ids & 255, (ids >> 8) & 255, (ids >> 16) & 255],
-                  axis=-1).astype(np.uint8)
-
-
 def decode_panoptic_png(path: str,
                         segments: Sequence[cityscapes_files.Segment],
                         info: datasets.DatasetInfo = datasets.CITYSCAPES,
@@ -175,7 +160,7 @@ def decode_panoptic_png(path: str,
   Returns:
     int32 [H, W] panoptic map (see module docstring).
   """
-  ids = rgb_to_ids(_open(path, ('RGB',), 'panoptic PNG'))
+  ids = panoptic_rgb.rgb_to_ids(_open(path, ('RGB',), 'panoptic PNG'))
   segment_ids = np.array([s.id for s in segments], np.int64)
   if len(set(segment_ids.tolist())) != len(segment_ids):
     raise ValueError(f'{path}: duplicate segment ids in its json entry')
@@ -293,8 +278,8 @@ def encode_panoptic_png(panoptic: np.ndarray) -> bytes:
   `tf.io.decode_png(channels=3)`.
   """
   buffer = io.BytesIO()
-  Image.fromarray(ids_to_rgb(panoptic), 'RGB').save(buffer, format='PNG',
-                                                    compress_level=1)
+  Image.fromarray(panoptic_rgb.ids_to_rgb(panoptic), 'RGB').save(
+      buffer, format='PNG', compress_level=1)
   return buffer.getvalue()
 
 

@@ -29,6 +29,7 @@ import tensorflow as tf
 
 from official_naive_student import common
 from official_naive_student import datasets
+from official_naive_student import panoptic_rgb
 from official_naive_student.dataloaders import augment
 from official_naive_student.dataloaders import cityscapes_files
 from official_naive_student.dataloaders import decode
@@ -50,7 +51,7 @@ _FEATURES = {
 def decode_panoptic_png_tf(data: tf.Tensor) -> tf.Tensor:
   """RGB panoptic PNG bytes -> int32 [H, W] (id = R + 256 G + 65536 B)."""
   rgb = tf.cast(tf.io.decode_png(data, channels=3), tf.int32)
-  return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
+  return panoptic_rgb.rgb_to_ids(rgb)
 
 
 def decode_image_tf(data: tf.Tensor) -> tf.Tensor:

@@ -23,6 +23,8 @@ import numpy as np
 from PIL import Image
 
 from official_naive_student import datasets
+from official_naive_student.core import file_io
+from official_naive_student import panoptic_rgb
 
 # Cityscapes '<city>_<seq>_<frame>', or CamVid '<sequence>_[f]<frame>'.
 _IMAGE_ID = re.compile(r'^[^_\s/\\]+_(\d+_\d+|[a-z]?\d+)$')
@@ -45,18 +47,6 @@ def check_image_id(image_id: str) -> str:
   return image_id
 
 
-def _atomic_write(path: str, write_fn):
-  """Calls write_fn(temp_path), then renames the temp file to `path`."""
-  os.makedirs(os.path.dirname(path) or '.', exist_ok=True)
-  tmp = f'{path}.tmp-{os.getpid()}'
-  try:
-    write_fn(tmp)
-    os.replace(tmp, path)
-  finally:
-    if os.path.exists(tmp):
-      os.remove(tmp)
-
-
 def save_png(array: np.ndarray, path: str, mode: str = None):
   """Saves an image array as PNG atomically, with fast (level 1) compression.
 
@@ -68,16 +58,13 @@ def save_png(array: np.ndarray, path: str, mode: str = None):
   """
   image = Image.fromarray(array) if mode is None else Image.fromarray(
       array).convert(mode)
-  _atomic_write(path, lambda tmp: image.save(tmp, format='PNG',
-                                             compress_level=1))
+  with file_io.atomic_file(path) as tmp:
+    image.save(tmp, format='PNG', compress_level=1)
 
 
 def save_text(text: str, path: str):
   """Writes a text file atomically."""
-  def write(tmp):
-    with open(tmp, 'w') as f:
-      f.write(text)
-  _atomic_write(path, write)
+  file_io.atomic_write_text(path, text)
 
 
 def _label_id_lut(dataset: datasets.DatasetInfo) -> np.ndarray:
@@ -179,8 +166,7 @@ def write_panoptic_png(out_dir: str, image_id: str, panoptic: np.ndarray,
                      'iscrowd': int(train_id in thing
                                     and pan_id % dataset.label_divisor == 0),
                      'area': int(areas[index])})
-  rgb = segment_ids[inverse]
-  rgb = np.stack([rgb % 256, rgb // 256 % 256, rgb // 65536], -1).astype(np.uint8)
+  rgb = panoptic_rgb.ids_to_rgb(segment_ids[inverse])
   file_name = f'{image_id}_panoptic.png'
   save_png(rgb, os.path.join(out_dir, file_name))
   return {'image_id': image_id, 'file_name': file_name,

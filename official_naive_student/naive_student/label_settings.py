@@ -114,13 +114,5 @@ def check_settings(output_dir: str, settings: Dict[str, object]) -> None:
   """
   path = os.path.join(output_dir, SETTINGS_FILE)
   if not os.path.exists(path):
-    os.makedirs(output_dir, exist_ok=True)
-    tmp = f'{path}.tmp-{os.getpid()}'
-    file_io.atomic_write_json(tmp, settings)
-    try:
-      os.link(tmp, path)  # Fails if another shard wrote it first.
-    except FileExistsError:
-      pass
-    finally:
-      os.remove(tmp)
+    file_io.write_json_once(path, settings)  # Another shard may be first.
   compare_settings(output_dir, settings)

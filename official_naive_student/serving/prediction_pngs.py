@@ -24,23 +24,11 @@ from PIL import Image
 
 from official_naive_student import common
 from official_naive_student import datasets
+from official_naive_student import panoptic_rgb
 from official_naive_student.core import evaluator
 from official_naive_student.core import file_io
 
 SUFFIXES = ('panoptic', 'trainIds', 'labelIds', 'instanceIds', 'overlay')
-
-
-def encode_rgb_ids(ids: np.ndarray) -> np.ndarray:
-  """[H, W] ids < 2**24 -> [H, W, 3] uint8 with id = R + 256 G + 65536 B."""
-  ids = np.asarray(ids).astype(np.int64)
-  return np.stack([ids % 256, ids // 256 % 256, ids // 65536 % 256],
-                  axis=-1).astype(np.uint8)
-
-
-def decode_rgb_ids(rgb: np.ndarray) -> np.ndarray:
-  """Inverse of `encode_rgb_ids`."""
-  rgb = np.asarray(rgb).astype(np.int64)
-  return rgb[..., 0] + 256 * rgb[..., 1] + 65536 * rgb[..., 2]
 
 
 def instance_outlines(panoptic: np.ndarray,
@@ -93,7 +81,7 @@ def write_prediction(out_dir: str, stem: str, image: np.ndarray,
   semantic8 = np.clip(semantic, 0, 255).astype(np.uint8)
   instance_ids = evaluator.instance_ids_from_panoptic(panoptic, info)
   arrays = {
-      'panoptic': encode_rgb_ids(instance_ids),
+      'panoptic': panoptic_rgb.ids_to_rgb(instance_ids),
       'trainIds': semantic8,
       'labelIds': label_lut[semantic8],
       'instanceIds': instance_ids.astype(np.uint16),

@@ -13,6 +13,8 @@ import os
 import sys
 from typing import Dict, List, Optional, Set
 
+from official_naive_student.core import file_io
+
 PACKAGE = 'official_naive_student'
 # Entry points outside the package (py_binary targets).
 BINARY_DIRS = ('.', 'data', 'benchmarks')
@@ -150,9 +152,7 @@ def main(argv=None) -> int:
   build_path = os.path.join(args.root, 'BUILD')
   text = render(expected_targets(args.root))
   if args.write:
-    with open(build_path + '.tmp', 'w') as f:
-      f.write(text)
-    os.replace(build_path + '.tmp', build_path)
+    file_io.atomic_write_text(build_path, text)
     return 0
   with open(build_path) as f:
     current = parse_build(f.read())

@@ -8,6 +8,7 @@ from PIL import Image
 import pytest
 
 from official_naive_student import datasets
+from official_naive_student import panoptic_rgb
 from official_naive_student.dataloaders import cityscapes_files as cf
 from official_naive_student.dataloaders import decode
 from official_naive_student.dataloaders import tiny_cityscapes
@@ -49,7 +50,7 @@ def test_panoptic_png_worked_example(tmp_path):
   # The same frame in cityscapesscripts' panoptic format, json order shuffled.
   ids = INSTANCE_IDS.astype(np.int32)
   ids[np.isin(ids, [1, 29001])] = 0  # ignored classes are void (id 0).
-  path = _save(decode.ids_to_rgb(ids), tmp_path / 'a_panoptic.png')
+  path = _save(panoptic_rgb.ids_to_rgb(ids), tmp_path / 'a_panoptic.png')
   segments = [cf.Segment(26005, 26, 0, 2), cf.Segment(7, 7, 0, 2),
               cf.Segment(24, 24, 1, 2), cf.Segment(26002, 26, 0, 2),
               cf.Segment(24001, 24, 0, 1), cf.Segment(11, 11, 0, 1)]
@@ -86,7 +87,7 @@ def test_image_decoding(tmp_path):
 def test_encode_panoptic_png_round_trip():
   data = decode.encode_panoptic_png(EXPECTED)
   rgb = np.asarray(Image.open(io.BytesIO(data)))
-  np.testing.assert_array_equal(decode.rgb_to_ids(rgb), EXPECTED)
+  np.testing.assert_array_equal(panoptic_rgb.rgb_to_ids(rgb), EXPECTED)
 
 
 def test_corrupt_png_names_file(tmp_path, gtfine):
@@ -146,7 +147,7 @@ def test_wrong_mode_names_file(tmp_path, gtfine):
 
 def test_panoptic_png_inconsistent_with_json(tmp_path):
   ids = np.array([[7, 7], [26001, 0]], np.int32)
-  path = _save(decode.ids_to_rgb(ids), tmp_path / 'p.png')
+  path = _save(panoptic_rgb.ids_to_rgb(ids), tmp_path / 'p.png')
   with pytest.raises(ValueError, match=rf'{path}: segment ids \[26001\] are '
                      'in the PNG but not'):
     decode.decode_panoptic_png(path, [cf.Segment(7, 7, 0, 2)])
@@ -182,4 +183,4 @@ def test_example_payload_matches_files(tmp_path):
     assert payload['image_format'] == 'png'
     assert payload['sequence_id'] == record.sequence_id
     rgb = np.asarray(Image.open(io.BytesIO(payload['label_png'])))
-    np.testing.assert_array_equal(decode.rgb_to_ids(rgb), panoptic)
+    np.testing.assert_array_equal(panoptic_rgb.rgb_to_ids(rgb), panoptic)

@@ -8,6 +8,7 @@ from PIL import Image
 import pytest
 
 from official_naive_student import datasets
+from official_naive_student import panoptic_rgb
 from official_naive_student.dataloaders import cityscapes_files as cf
 from official_naive_student.dataloaders import decode
 from official_naive_student.dataloaders import input_pipeline as ip
@@ -99,7 +100,7 @@ def _panoptic_record(root, tmp_path, segments):
   ids = np.ones((64, 128), np.int32)
   ids[10:20, 10:30] = 2
   path = str(tmp_path / 'pseudo.png')
-  Image.fromarray(decode.ids_to_rgb(ids), 'RGB').save(path)
+  Image.fromarray(panoptic_rgb.ids_to_rgb(ids), 'RGB').save(path)
   return dataclasses.replace(record, label_format=cf.LABEL_PANOPTIC,
                              label_path=path, instance_path=None,
                              segments=tuple(segments))

@@ -9,6 +9,7 @@ import tensorflow as tf
 
 from official_naive_student import common
 from official_naive_student import datasets
+from official_naive_student import panoptic_rgb
 from official_naive_student.serving import predict_lib
 from official_naive_student.serving import prediction_pngs
 
@@ -57,7 +58,7 @@ def test_checkpoint_and_saved_model_write_the_same_pngs(
   prediction = served(images[0])
   rgb = np.asarray(Image.open(from_export[0]['panoptic']))
   instance_ids = np.asarray(Image.open(from_export[0]['instanceIds']))
-  np.testing.assert_array_equal(prediction_pngs.decode_rgb_ids(rgb),
+  np.testing.assert_array_equal(panoptic_rgb.rgb_to_ids(rgb),
                                 instance_ids)
   train_ids = np.asarray(Image.open(from_export[0]['trainIds']))
   np.testing.assert_array_equal(train_ids, prediction[common.PRED_SEMANTIC])
@@ -80,7 +81,7 @@ def test_pngs_of_a_hand_made_prediction(tmp_path):
                                       [7, 26, 26001, 26001],
                                       [0, 0, 7, 7]])
   rgb = np.asarray(Image.open(paths['panoptic']))
-  np.testing.assert_array_equal(prediction_pngs.decode_rgb_ids(rgb), ids)
+  np.testing.assert_array_equal(panoptic_rgb.rgb_to_ids(rgb), ids)
   np.testing.assert_array_equal(np.asarray(Image.open(paths['labelIds'])),
                                 [[7, 7, 26, 26], [7, 26, 26, 26], [0, 0, 7, 7]])
   overlay = np.asarray(Image.open(paths['overlay']))
