@@ -68,13 +68,15 @@ def _parse(root):
   ])
 
 
-def test_camvid_chain_runs_and_exports(tmp_path, check_one_iteration_summary):
+def test_camvid_chain_runs_and_exports(tmp_path, check_one_iteration_summary,
+                                       check_every_binding_used):
   root, model_dir = str(tmp_path / 'camvid'), str(tmp_path / 'run')
   _copy_or_make(root)
   _parse(root)
   rows = train_lib.run_experiment(model_dir=model_dir)
 
   check_one_iteration_summary(rows, model_dir)
+  check_every_binding_used()  # camvid/naive_student.gin and what it includes.
   for row in rows:
     assert row['AP'] is None  # No thing classes.
     if row['stage'] == 'pseudo_label':

@@ -3,6 +3,7 @@
 import json
 import os
 
+import gin
 import pytest
 
 from official_naive_student.naive_student import loop
@@ -31,3 +32,40 @@ def _check_one_iteration_summary(rows, model_dir, control=False):
 @pytest.fixture
 def check_one_iteration_summary():
   return _check_one_iteration_summary
+
+
+# Configurables that shipped files bind for a documented switch that is off by
+# default (`label_and_measure.label_fn = @oracle_labels`, the oracle ablation).
+OFF_BY_DEFAULT = ('oracle_labels',)
+
+
+def _unused_bindings(off_by_default=OFF_BY_DEFAULT):
+  """Bindings of the parsed config that no call has read since it was parsed.
+
+  A binding `a/b/Name.param` is read by a call of Name whose scope holds a
+  and b (gin's rule for scoped bindings) and whose operative entry has param.
+  """
+  # pylint: disable=protected-access
+  calls = {}
+  for (scope, selector), params in gin.config._OPERATIVE_CONFIG.items():
+    calls.setdefault(selector, []).append(
+        (set(scope.split('/')) - {''}, set(params)))
+  unused = []
+  for (scope, selector), params in gin.config._CONFIG.items():
+    if selector.split('.')[-1] in off_by_default:
+      continue
+    wanted = set(scope.split('/')) - {''}
+    for param in params:
+      if not any(wanted <= s and param in p for s, p in calls.get(selector, ())):
+        unused.append(f'{scope}/{selector}.{param}' if scope
+                      else f'{selector}.{param}')
+  return sorted(unused)
+
+
+@pytest.fixture
+def check_every_binding_used():
+  """Fails naming each binding of the parsed gin files that nothing read."""
+  def check():
+    unused = _unused_bindings()
+    assert not unused, f'bindings that no code read (silently ignored): {unused}'
+  return check

@@ -50,7 +50,8 @@ def _parse(root):
 
 
 def test_chain_runs_once_and_summarizes(tmp_path, monkeypatch,
-                                        check_one_iteration_summary):
+                                        check_one_iteration_summary,
+                                        check_every_binding_used):
   root, model_dir = str(tmp_path / 'data'), str(tmp_path / 'run')
   built = {}  # model_dir -> (task, init_checkpoint) of each chain Trainer.
   original_init = trainer_lib.Trainer.__init__
@@ -68,6 +69,7 @@ def test_chain_runs_once_and_summarizes(tmp_path, monkeypatch,
   rows = train_lib.run_experiment(model_dir=model_dir)
 
   check_one_iteration_summary(rows, model_dir, control=True)
+  check_every_binding_used()  # demo/naive_student.gin, teacher.gin, tiny.gin.
   labels_row = rows[1]  # Rated against the hidden ground truth of every frame.
   assert 0 <= labels_row['mIoU'] <= 100 and 0 <= labels_row['PQ'] <= 100
   assert labels_row['num_frames'] == 2 * 4 + 2  # Video frames + extra images.
@@ -227,3 +229,10 @@ def test_the_chain_runs_only_in_train_and_eval(tmp_path):
   with pytest.raises(ValueError, match="--mode 'eval'"):
     train_lib.run_experiment(model_dir=str(tmp_path / 'run'), mode='eval')
   assert not os.path.exists(tmp_path / 'run')
+
+
+def test_a_binding_that_nothing_reads_is_named(check_every_binding_used):
+  gin_utils.parse_gin([], ['import official_naive_student.naive_student.loop',
+                           'run_naive_student.num_iterations = 3'])
+  with pytest.raises(AssertionError, match='run_naive_student.num_iterations'):
+    check_every_binding_used()
