@@ -22,7 +22,8 @@ def resolve_checkpoint(path: str) -> str:
   """A checkpoint prefix from a prefix, a checkpoint folder or a model_dir.
 
   A folder gives its latest checkpoint, or that of its `checkpoints/`
-  subfolder (a trainer's model_dir).
+  subfolder (a trainer's model_dir); model-zoo archives may lack the
+  `checkpoint` state file, so a folder's only `*.index` is taken then.
 
   Raises:
     FileNotFoundError: `path` names no checkpoint.
@@ -34,6 +35,10 @@ def resolve_checkpoint(path: str) -> str:
       latest = tf.train.latest_checkpoint(folder)
       if latest:
         return latest
+  indexes = (tf.io.gfile.glob(os.path.join(path, '*.index'))
+             if tf.io.gfile.isdir(path) else [])
+  if len(indexes) == 1:
+    return indexes[0][:-len('.index')]
   raise FileNotFoundError(
       f'{path}: no checkpoint (neither a prefix with {path}.index, nor a '
       f'folder or model_dir whose {common.CHECKPOINT_SUBDIR}/ holds one)')

@@ -52,6 +52,7 @@ from tensorflow.core.protobuf import trackable_object_graph_pb2
 from official_naive_student import common
 from official_naive_student import datasets
 from official_naive_student.core import checkpoint_utils
+from official_naive_student.core import inference
 from official_naive_student.modeling import deeplab2_names
 from official_naive_student.modeling import deeplab_tf1_names
 from official_naive_student.modeling import presets
@@ -102,7 +103,7 @@ def read_deeplab2_checkpoint(
     CheckpointMismatchError: an item we have no counterpart for, or values
       no item reaches.
   """
-  path = _checkpoint_prefix(path)
+  path = inference.resolve_checkpoint(path)
   reader = tf.train.load_checkpoint(path)
   keys = set(reader.get_variable_to_shape_map()) - {_OBJECT_GRAPH}
   network, skipped, unknown = {}, [], []
@@ -283,23 +284,6 @@ def import_deeplab2(checkpoint: str, config: Optional[str] = None,
   return model, report, settings or None
 
 
-def _checkpoint_prefix(path: str) -> str:
-  """A checkpoint prefix from a prefix or a folder holding one.
-
-  Model-zoo archives may lack the `checkpoint` state file: a folder's one
-  `*.index` is taken then.
-  """
-  if not tf.io.gfile.isdir(path):
-    return path
-  indexes = tf.io.gfile.glob(os.path.join(path, '*.index'))
-  latest = tf.train.latest_checkpoint(path) or (
-      indexes[0][:-len('.index')] if len(indexes) == 1 else None)
-  if latest is None:
-    raise FileNotFoundError(f'{path}: no checkpoint state file and '
-                            f'{len(indexes)} *.index files; pass a prefix')
-  return latest
-
-
 def import_deeplab_tf1(checkpoint: str, num_classes: Optional[int] = None,
                        skip_patterns: Sequence[str] = ()):
   """Builds preset `panoptic_deeplab_x71`; a TF1 xception_71 fills its backbone.
@@ -317,7 +301,7 @@ def import_deeplab_tf1(checkpoint: str, num_classes: Optional[int] = None,
       nowhere, twice or onto a variable of another shape (both shapes), and
       every backbone variable of ours left without a value.
   """
-  prefix = _checkpoint_prefix(checkpoint)
+  prefix = inference.resolve_checkpoint(checkpoint)
   reader = tf.train.load_checkpoint(prefix)
   shapes = reader.get_variable_to_shape_map()
   if _OBJECT_GRAPH in shapes:

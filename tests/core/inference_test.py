@@ -35,6 +35,12 @@ def test_a_prefix_its_folder_and_its_model_dir_name_the_same_checkpoint(
   for missing in (str(tmp_path / 'nothing'), prefix + '-not'):
     with pytest.raises(FileNotFoundError, match='no checkpoint'):
       inference.resolve_checkpoint(missing)
+  # A model-zoo folder without the `checkpoint` state file: its one index.
+  os.remove(os.path.join(os.path.dirname(prefix), 'checkpoint'))
+  for other in tf.io.gfile.glob(os.path.join(os.path.dirname(prefix), '*')):
+    if not other.startswith(prefix):
+      os.remove(other)
+  assert inference.resolve_checkpoint(os.path.dirname(prefix)) == prefix
 
 
 def test_models_are_built_in_the_named_precision_only(tmp_path):
