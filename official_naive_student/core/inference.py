@@ -45,18 +45,23 @@ def resolve_checkpoint(path: str) -> str:
 
 
 def build_model(build_fn: Callable[[], keras.Model], precision: str = 'float32',
-                strategy: Optional[tf.distribute.Strategy] = None
+                strategy: Optional[tf.distribute.Strategy] = None,
+                input_shape: Tuple[int, int, int] = (65, 65, 3)
                 ) -> keras.Model:
-  """`build_fn()` under the Keras dtype policy `precision`, without weights.
+  """`build_fn()` and its variables (one call on zeros), in policy `precision`.
 
-  The process's global policy is set only while building and restored after.
+  The process's global policy is set only meanwhile and restored after. The
+  first call is made here too, since layers that make their sublayers when
+  first called would otherwise take whatever policy the process has then.
   """
   previous = keras.mixed_precision.global_policy()
   strategy = strategy or tf.distribute.get_strategy()
   try:
     keras.mixed_precision.set_global_policy(precision)
     with strategy.scope():
-      return build_fn()
+      model = build_fn()
+      model(tf.zeros([1, *input_shape]), training=False)
+      return model
   finally:
     keras.mixed_precision.set_global_policy(previous)
 

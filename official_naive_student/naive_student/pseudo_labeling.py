@@ -203,7 +203,7 @@ def pseudo_label(teacher_checkpoint: str, output_dir: str,
   if teacher_model_fn is not None:
     build_model = functools.partial(teacher_model_fn,
                                     num_classes=task.info.num_classes)
-  # The network alone (cheap), for the settings; its weights only if needed.
+  # The network (cheap), for the settings; its weights only if needed.
   model = inference.build_model(build_model, precision, strategy)
   teacher = label_settings.teacher_settings(prefix, model, scales, flip)
   if confidence_threshold:

@@ -3,11 +3,13 @@
 import os
 
 import keras
+import numpy as np
 import pytest
 import tensorflow as tf
 
 from official_naive_student import common
 from official_naive_student.core import inference
+from official_naive_student.modeling import presets
 
 
 def _model(channels: int = 3) -> keras.Model:
@@ -71,3 +73,24 @@ def test_tta_at_identity_is_the_plain_model_only_when_asked():
   assert inference.make_tta_fn((1.0,), False, plain_at_identity=True) is None
   assert inference.make_tta_fn((1.0,), True, plain_at_identity=True)
   assert inference.make_tta_fn((1.0,), False) is not None
+
+
+def test_a_float32_model_stays_float32_under_a_mixed_global_policy(tmp_path):
+  """A Trainer of the same process leaves the global policy at bf16 (a chain
+  resumed after its Teacher stage does not): restoring and running the
+  Teacher must not depend on it, layers built at their first call included."""
+  def build():
+    return presets.build_panoptic_deeplab('tiny', num_classes=3, sync_bn=False)
+  prefix = _save(str(tmp_path), inference.build_model(build))
+  images = tf.random.uniform([1, 33, 65, 3], 0, 255, seed=1)
+  expected, _ = inference.load_model(build, prefix)
+  expected = expected(images, training=False)
+  keras.mixed_precision.set_global_policy('mixed_bfloat16')
+  try:
+    model, _ = inference.load_model(build, prefix, precision='float32')
+    outputs = model(images, training=False)
+  finally:
+    keras.mixed_precision.set_global_policy('float32')
+  for key, value in expected.items():
+    assert outputs[key].dtype == tf.float32
+    np.testing.assert_allclose(outputs[key].numpy(), value.numpy(), atol=1e-5)

@@ -8,8 +8,10 @@ finished chain trains and labels nothing.
 
 import json
 import os
+import shutil
 
 import gin
+import keras
 import pytest
 
 from official_naive_student.core import gin_utils
@@ -17,9 +19,9 @@ from official_naive_student.core import train_lib
 from official_naive_student.core import trainer as trainer_lib
 from official_naive_student.dataloaders import cityscapes_files as cf
 from official_naive_student.dataloaders.synthetic import layout
+from official_naive_student.naive_student import label_folder
 from official_naive_student.naive_student import loop
 from official_naive_student.naive_student import oracle_labels
-from official_naive_student.naive_student import label_folder
 from official_naive_student.naive_student import pseudo_labeling
 from official_naive_student.tasks import panoptic_deeplab as task_lib
 
@@ -96,6 +98,7 @@ def test_chain_runs_once_and_summarizes(tmp_path, monkeypatch,
   # A second run of the finished chain trains and labels nothing.
   def fail(*args, **kwargs):
     raise AssertionError('a finished stage ran again')
+  write_pseudo_labels = pseudo_labeling.write_pseudo_labels
   monkeypatch.setattr(trainer_lib.Trainer, 'train', fail)
   monkeypatch.setattr(pseudo_labeling, 'write_pseudo_labels', fail)
   _parse(root)
@@ -110,6 +113,19 @@ def test_chain_runs_once_and_summarizes(tmp_path, monkeypatch,
     result = os.path.join(moved, name, loop.STAGE_RESULT)
     if os.path.exists(result):
       assert str(tmp_path / 'run') not in open(result).read(), result
+
+  # The chain resumed after its Teacher stage, in a process whose dtype policy
+  # a bf16 Trainer would have left behind, labels exactly as the uninterrupted
+  # chain did: the finished Student, which fingerprints its json, is reused.
+  shutil.rmtree(loop.stage_dir(moved, 1, 'pseudo_label'))
+  monkeypatch.setattr(pseudo_labeling, 'write_pseudo_labels',
+                      write_pseudo_labels)
+  keras.mixed_precision.set_global_policy('mixed_bfloat16')
+  try:
+    _parse(root)
+    assert train_lib.run_experiment(model_dir=moved) == rows
+  finally:
+    keras.mixed_precision.set_global_policy('float32')
 
   # Labels rewritten since the Student trained on them: the finished Student
   # is not reused as if nothing had changed.
