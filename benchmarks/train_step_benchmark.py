@@ -48,7 +48,7 @@ def _task(cache_decoded: bool):
       crop_size=[int(c) for c in _CROP.value],
       global_batch_size=_BATCH.value, cache_decoded=cache_decoded)
   return task_lib.PanopticDeepLabTask(
-      train_data=pipeline, dataset_name='synthetic',
+      train_data=lambda: pipeline, dataset_name='synthetic',
       model_fn=functools.partial(presets.build_panoptic_deeplab,
                                  preset=_PRESET.value,
                                  output_stride=_OUTPUT_STRIDE.value),

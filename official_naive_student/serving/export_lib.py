@@ -26,25 +26,16 @@ from official_naive_student.serving import export_module
 from official_naive_student.tasks import panoptic_deeplab
 
 EXPORT_CONFIG = os.path.join('assets.extra', 'export_config.json')
-_NO_DATA_SCOPE = 'export_without_data'
 
 
 def build_task_from_gin(scope: Optional[str] = None):
   """The gin-bound `PanopticDeepLabTask` (optionally under a role scope).
 
-  Data pipelines are left out: export needs only the label space, the model
-  and the post-processor, and must not touch (or need) the training data.
+  Export needs only its label space, model and post-processor; the task
+  builds its data pipelines only when read, so export never touches the data.
   """
-  task_fn = gin.get_configurable(panoptic_deeplab.PanopticDeepLabTask)
-  # Gin evaluates `@InputPipeline()` bindings even for arguments the caller
-  # passes, so the data arguments are rebound to None in an innermost scope
-  # that only this call enters (training never does).
-  full_scope = f'{scope}/{_NO_DATA_SCOPE}' if scope else _NO_DATA_SCOPE
-  with gin.unlock_config():
-    for name in ('train_data', 'eval_data'):
-      gin.bind_parameter(f'{full_scope}/PanopticDeepLabTask.{name}', None)
-  with gin.config_scope(scope), gin.config_scope(_NO_DATA_SCOPE):
-    return task_fn()
+  with gin.config_scope(scope):
+    return gin.get_configurable(panoptic_deeplab.PanopticDeepLabTask)()
 
 
 def default_version() -> int:

@@ -8,6 +8,11 @@ everything that is about panoptic segmentation. All parts are injected by gin.
 A Student's task trains on pseudo-labels that exist only once the Teacher has
 labeled: it is given `pseudo_label_records` (records as a function of the
 pseudo-label json) and gets the json as a value, `with_pseudo_labels(json)`.
+
+The pipelines are given as factories and built on first read: a run builds
+only what it reads (training the train pipeline, evaluation the eval one), and
+exporting or labeling with a task builds none, so it neither scans nor needs
+the labeled and evaluation splits.
 """
 
 import copy
@@ -38,6 +43,28 @@ gin.external_configurable(cityscapes_files.mix_pseudo_labels,
 RESULT_KINDS = ('semantic', 'instance', 'panoptic')
 
 
+PipelineFactory = Callable[[], input_pipeline.InputPipeline]
+_UNBUILT = object()
+
+
+def _check_factory(name: str, value) -> Optional[PipelineFactory]:
+  """`value` if it is a pipeline factory (or None); a built pipeline is refused.
+
+  A built pipeline was made when the task was, so every run of the task
+  (export, labeling) would scan its files; the message names the fix.
+  """
+  # A built pipeline is callable too (`__call__` is its `dataset_fn`).
+  built = hasattr(value, 'dataset_fn') and not isinstance(value, type)
+  if value is None or (callable(value) and not built):
+    return value
+  raise TypeError(
+      f'PanopticDeepLabTask.{name} takes a pipeline factory, `() -> '
+      f'InputPipeline`, not a built {type(value).__name__}: in gin, bind it '
+      f'without parentheses (`PanopticDeepLabTask.{name} = '
+      f'@labeled/InputPipeline`, not `@labeled/InputPipeline()`); in Python, '
+      f'pass `lambda: pipeline` or `functools.partial(InputPipeline, ...)`')
+
+
 def colorize(labels: np.ndarray, palette: np.ndarray) -> np.ndarray:
   """[..., H, W] class ids -> [..., H, W, 3] uint8 colours (ids >= 256 clipped)."""
   return palette[np.clip(labels, 0, 255)]
@@ -48,9 +75,11 @@ class PanopticDeepLabTask:
   """Builds model, losses, inputs and metrics of a Panoptic-DeepLab experiment.
 
   Args:
-    train_data: the training `InputPipeline` (mode 'train'), or None for a task
-      that only evaluates or labels.
-    eval_data: the evaluation `InputPipeline` (mode 'eval'), optional.
+    train_data: `() -> InputPipeline` (mode 'train'), e.g.
+      `@labeled/InputPipeline` (not called by gin), built when training first
+      reads it; None for a task that only evaluates or labels.
+    eval_data: `() -> InputPipeline` (mode 'eval'), optional, e.g.
+      `@eval/InputPipeline`, built when first read.
     dataset_name: label space (`datasets.get_dataset_info`).
     model_fn: `fn(num_classes=...) -> keras.Model` returning raw outputs.
     loss_fn: `fn(ignore_label=...) -> loss layer` (PanopticLoss).
@@ -64,8 +93,8 @@ class PanopticDeepLabTask:
   """
 
   def __init__(self,
-               train_data: Optional[input_pipeline.InputPipeline] = None,
-               eval_data: Optional[input_pipeline.InputPipeline] = None,
+               train_data: Optional[PipelineFactory] = None,
+               eval_data: Optional[PipelineFactory] = None,
                dataset_name: str = 'cityscapes',
                model_fn: Callable = presets.build_panoptic_deeplab,
                loss_fn: Callable = panoptic_losses.PanopticLoss,
@@ -76,8 +105,9 @@ class PanopticDeepLabTask:
       raise ValueError('PanopticDeepLabTask: train_data and '
                        'pseudo_label_records are both set; a task trains on '
                        'human labels or on pseudo-labels')
-    self.train_data = train_data
-    self.eval_data = eval_data
+    self._train_data_fn = _check_factory('train_data', train_data)
+    self._eval_data_fn = _check_factory('eval_data', eval_data)
+    self._train_data = self._eval_data = _UNBUILT
     self.info = datasets.get_dataset_info(dataset_name)
     self._model_fn = model_fn
     self._loss_fn = loss_fn
@@ -87,32 +117,59 @@ class PanopticDeepLabTask:
     self._summary_batch = None
 
   @property
+  def train_data(self) -> Optional[input_pipeline.InputPipeline]:
+    """The training pipeline, built on first read (None: not set)."""
+    if self._train_data is _UNBUILT:
+      fn = self._train_data_fn
+      self._train_data = fn() if fn is not None else None
+    return self._train_data
+
+  @property
+  def eval_data(self) -> Optional[input_pipeline.InputPipeline]:
+    """The evaluation pipeline, built on first read (None: not set)."""
+    if self._eval_data is _UNBUILT:
+      fn = self._eval_data_fn
+      self._eval_data = fn() if fn is not None else None
+    return self._eval_data
+
+  @property
+  def has_eval_data(self) -> bool:
+    """Whether an eval pipeline is set, without building it."""
+    return self._eval_data_fn is not None
+
+  @property
   def trains_on_pseudo_labels(self) -> bool:
     return self._pseudo_label_records is not None
 
   def with_pseudo_labels(self, panoptic_json: str) -> 'PanopticDeepLabTask':
-    """A copy of this task whose `train_data` reads the labels of `panoptic_json`."""
+    """A copy of this task whose `train_data` reads the labels of `panoptic_json`.
+
+    The records and the pipeline are made when training first reads them.
+    """
     if not self.trains_on_pseudo_labels:
       raise ValueError(
           'this PanopticDeepLabTask has no pseudo_label_records; bind '
           '<scope>/PanopticDeepLabTask.pseudo_label_records for the stage that '
           f'trains on {panoptic_json}')
     task = copy.copy(self)
-    task.train_data = self._pseudo_label_pipeline(
-        records=self._pseudo_label_records(panoptic_json=panoptic_json))
+    records_fn, pipeline_fn = (self._pseudo_label_records,
+                               self._pseudo_label_pipeline)
+    task._train_data_fn = lambda: pipeline_fn(
+        records=records_fn(panoptic_json=panoptic_json))
+    task._train_data = _UNBUILT
     task._pseudo_label_records = None
     task._summary_batch = None
     return task
 
   @property
   def input_shape(self):
-    if self.train_data is None:
+    if self._train_data_fn is None:
       return (65, 65, 3)
     return tuple(self.train_data.crop_size) + (3,)
 
   @property
   def global_batch_size(self) -> int:
-    return self.train_data.global_batch_size if self.train_data else 1
+    return self.train_data.global_batch_size if self._train_data_fn else 1
 
   def build_model(self):
     return self._model_fn(num_classes=self.info.num_classes)
@@ -156,7 +213,7 @@ class PanopticDeepLabTask:
 
   def write_image_summaries(self, model, step: int) -> None:
     """Image, semantic prediction, center heatmap and panoptic map of one frame."""
-    if self.eval_data is None:
+    if not self.has_eval_data:
       return
     if self._summary_batch is None:
       features, _ = next(iter(self.eval_data.dataset_fn().take(1)))

@@ -36,7 +36,7 @@ run_stage.task = @PanopticDeepLabTask()
 run_stage.trainer_fn = @Trainer
 PanopticDeepLabTask.dataset_name = 'cityscapes'
 PanopticDeepLabTask.model_fn = @build_panoptic_deeplab
-PanopticDeepLabTask.train_data = @InputPipeline()
+PanopticDeepLabTask.train_data = @InputPipeline
 PanopticDeepLabTask.loss_fn = @PanopticLoss
 InputPipeline.records = @cityscapes_files.find_records()
 cityscapes_files.find_records.cityscapes_root = '{root}'
@@ -70,8 +70,8 @@ def test_run_stage_stops_before_training(data, tmp_path, monkeypatch):
   _, records = data
   _truncate(records[1].label_path)
   task = panoptic_deeplab.PanopticDeepLabTask(
-      train_data=ip.InputPipeline(records=records, crop_size=(32, 64),
-                                  global_batch_size=2),
+      train_data=functools.partial(ip.InputPipeline, records=records,
+                                   crop_size=(32, 64), global_batch_size=2),
       model_fn=functools.partial(presets.build_panoptic_deeplab, 'tiny'))
   model_dir = str(tmp_path / 'model')
   trainer_fn = functools.partial(trainer_lib.Trainer, num_steps=2,

@@ -135,7 +135,7 @@ def worker_main(argv=None) -> int:
   strategy = distribute.build_strategy(args.kind)
   tf.keras.utils.set_random_seed(SEED)
   task = panoptic_deeplab.PanopticDeepLabTask(
-      train_data=FakeTrainData(), model_fn=tiny_model_without_dropout)
+      train_data=FakeTrainData, model_fn=tiny_model_without_dropout)
   trainer = trainer_lib.Trainer(
       task, args.model_dir, num_steps=NUM_STEPS, strategy=strategy,
       learning_rate=LEARNING_RATE, checkpoint_every=2, summary_every=1)

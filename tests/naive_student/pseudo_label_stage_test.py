@@ -476,3 +476,21 @@ def test_confidence_threshold_voids_the_pixels_the_teacher_is_unsure_of(
     assert (label[unsure] == VOID).all()
     assert _agreement(label[sure] // 1000,
                       hard[record.image_id][sure] // 1000) >= _MIN_AGREEMENT
+
+
+def test_cli_labels_with_a_teacher_gin_whose_splits_are_missing(
+    setup, tmp_path, capsys):
+  """The shipped Teacher gin, its labeled and eval splits absent: labeling
+  builds the gin task for its model only, and reads neither split."""
+  out = str(tmp_path / 'labels')
+  bindings = [f"CITYSCAPES_ROOT = '{tmp_path / 'no_such_root'}'",
+              "build_panoptic_deeplab.preset = 'tiny'",
+              'import official_naive_student.naive_student.pseudo_labeling']
+  argv = ['--gin_file', 'cityscapes/teacher.gin']
+  argv += sum((['--gin_bindings', b] for b in bindings), [])
+  argv += ['--teacher_checkpoint', setup['teacher_dir'], '--output_dir', out,
+           '--cityscapes_root', setup['root'], '--split', 'train-sequence']
+  assert pseudo_label_stage.main(argv) == 0
+  assert f'{out}: done' in capsys.readouterr().out
+  assert len(_labels(out)) == NUM_FRAMES
+  assert not os.path.exists(tmp_path / 'no_such_root')
