@@ -352,12 +352,17 @@ def find_records(cityscapes_root: str, split: str,
 
   Raises:
     FileNotFoundError: a split folder or a label file is missing.
-    ValueError: an empty split or a badly named file.
+    ValueError: an empty split, a badly named file, or no root (a gin file's
+      `%gin.REQUIRED` root that the command did not bind).
 
   A frame found in two splits of a union (the annotated frame of a snippet is in
   both 'train-fine' and 'train-sequence') is kept once, from the split named
   first, so 'train-fine+train-sequence' keeps the human labels.
   """
+  if not isinstance(cityscapes_root, (str, os.PathLike)):
+    raise ValueError(
+        f'find_records: cityscapes_root is {cityscapes_root!r}, not a path; '
+        "bind the dataset root, e.g. --gin_bindings \"CITYSCAPES_ROOT='/data/cityscapes'\"")
   by_id = {}
   for name in split_names(split):
     layout = SPLITS[name]

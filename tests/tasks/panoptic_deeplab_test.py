@@ -73,3 +73,24 @@ def test_a_built_pipeline_binding_fails_naming_the_fix(tmp_path):
   with pytest.raises(TypeError, match=r'without parentheses \(`PanopticDeepLab'
                      r'Task.train_data = @labeled/InputPipeline`'):
     gin.get_configurable(panoptic_deeplab.PanopticDeepLabTask)()
+
+
+def test_the_cityscapes_root_is_required():
+  """No default path: reading the data without CITYSCAPES_ROOT names it."""
+  gin_utils.parse_gin(['cityscapes/teacher.gin'],
+                      ["build_panoptic_deeplab.preset = 'tiny'"])
+  task = gin.get_configurable(panoptic_deeplab.PanopticDeepLabTask)()
+  with pytest.raises(ValueError, match='CITYSCAPES_ROOT'):
+    task.train_data  # pylint: disable=pointless-statement
+
+
+@pytest.mark.parametrize('dataset', ['demo', 'camvid', 'cityscapes'])
+def test_every_chain_shares_the_wiring_of_chain_gin(dataset):
+  gin_utils.parse_gin([f'{dataset}/naive_student.gin'], [])
+  assert gin.query_parameter('run_naive_student.student_stage').scoped_selector == (
+      'student/run_stage')
+  assert gin.query_parameter(
+      'student/PanopticDeepLabTask.train_data') is None
+  # chain.gin comes after the Teacher's file, whose experiment is one stage.
+  assert gin.query_parameter('run_experiment.experiment_fn').selector.endswith(
+      'run_naive_student')
