@@ -20,6 +20,7 @@ from typing import Callable, Dict, Optional, Sequence
 
 from absl import logging
 import gin
+import numpy as np
 from PIL import Image
 import tensorflow as tf
 
@@ -30,6 +31,7 @@ from official_naive_student.core import inference
 from official_naive_student.core import progress as progress_lib
 from official_naive_student.dataloaders import cityscapes_files
 from official_naive_student.dataloaders import input_pipeline
+from official_naive_student.naive_student import class_balance
 from official_naive_student.naive_student import ego_car
 from official_naive_student.naive_student import label_folder
 from official_naive_student.naive_student import label_settings
@@ -39,31 +41,94 @@ Record = cityscapes_files.Record
 SettingsMismatchError = label_settings.SettingsMismatchError
 
 
-def _predict(infer: Callable, pipeline: input_pipeline.InputPipeline,
-             strategy: tf.distribute.Strategy, confidence_threshold: float):
-  """Yields (image_id, panoptic [H', W'] int32) over the pipeline's frames.
+def _per_frame(fn: Callable, pipeline: input_pipeline.InputPipeline,
+               strategy: tf.distribute.Strategy):
+  """Yields (image_id, fn(images) of that frame as numpy) over the pipeline."""
+  dataset = strategy.distribute_datasets_from_function(pipeline.dataset_fn)
+  local = strategy.experimental_local_results
+  for features in dataset:
+    outputs = strategy.run(fn, args=(features[common.IMAGE],))
+    for names, one_replica in zip(local(features[common.IMAGE_NAME]),
+                                  local(outputs)):
+      for name, one in zip(names.numpy(), one_replica.numpy()):
+        yield name.decode(), one
+
+
+def _label_fn(infer: Callable, void_id: int,
+              confidence_threshold: float) -> Callable:
+  """images -> panoptic labels [B, H', W'] int32.
 
   With `confidence_threshold`, pixels whose TTA-averaged top class probability
   is below it are void (the Teacher's infer must return semantic probs).
   """
-  dataset = strategy.distribute_datasets_from_function(pipeline.dataset_fn)
-  local = strategy.experimental_local_results
-  void_id = pipeline.void_id
-
-  def labels(outputs):
+  def labels(images):
+    outputs = infer(images)
     panoptic = outputs[common.PRED_PANOPTIC]
     if confidence_threshold > 0:
       confidence = tf.reduce_max(outputs[common.PRED_SEMANTIC_PROBS], axis=-1)
       panoptic = tf.where(confidence < confidence_threshold, void_id, panoptic)
     return panoptic
 
-  for features in dataset:
-    outputs = strategy.run(infer, args=(features[common.IMAGE],))
-    panoptic = strategy.run(labels, args=(outputs,))
-    for names, one_replica in zip(local(features[common.IMAGE_NAME]),
-                                  local(panoptic)):
-      for name, one in zip(names.numpy(), one_replica.numpy()):
-        yield name.decode(), one
+  return labels
+
+
+def _crop_to_image(record: Record, array, eval_pad_size):
+  """Drops the evaluation padding: `array` cropped to the record's image size."""
+  if eval_pad_size is None:
+    return array
+  with Image.open(record.image_path) as image:  # Reads the header only.
+    return array[:image.height, :image.width]
+
+
+def fit_class_balance(probs_fn: Callable, records: Sequence[Record],
+                      target_shares: Sequence[float],
+                      dataset: datasets.DatasetInfo = datasets.CITYSCAPES,
+                      ego_car_void: bool = True, num_frames: int = 200,
+                      pixels_per_frame: int = 4096, batch_size: int = 1,
+                      eval_pad_size: Optional[Sequence[int]] = None,
+                      strategy: Optional[tf.distribute.Strategy] = None
+                      ) -> np.ndarray:
+  """Per-class log-biases aligning the labels' class shares to `target_shares`.
+
+  Args:
+    probs_fn: images -> the Teacher's TTA-averaged probabilities [B, H, W, C].
+    records: the frames to be labeled; `num_frames` of them, evenly spaced
+      over the list (videos and extra images alike), are sampled.
+    target_shares: [C] class shares of the human labels
+      (`class_balance.label_class_shares`).
+    dataset: label space of the probabilities.
+    ego_car_void: do not sample the ego car (the labels void it).
+    num_frames, pixels_per_frame: the sample (pixels drawn with a fixed seed).
+    batch_size, eval_pad_size, strategy: as in `write_pseudo_labels`.
+
+  Returns:
+    [C] float32 log-biases (`class_balance.fit_log_bias`).
+  """
+  stride = max(1, len(records) // max(num_frames, 1))
+  sample = list(records[::stride])[:num_frames]
+  by_id = {r.image_id: r for r in sample}
+  masks = ego_car.snippet_masks(sample) if ego_car_void else {}
+  pipeline = input_pipeline.InputPipeline(
+      records=sample, dataset_name=dataset.name, mode='unlabeled',
+      global_batch_size=batch_size, eval_pad_size=eval_pad_size)
+  rng = np.random.default_rng(0)
+  drawn = []
+  progress = progress_lib.Progress(len(sample), unit='frames',
+                                   name='class balance sample')
+  for image_id, probs in _per_frame(probs_fn, pipeline,
+                                    strategy or tf.distribute.get_strategy()):
+    record = by_id[image_id]
+    drawn.append(class_balance.sample_log_probs(
+        _crop_to_image(record, probs, eval_pad_size), pixels_per_frame, rng,
+        ego_car.mask_for(record, masks)))
+    progress.update()
+  log_bias = class_balance.fit_log_bias(np.concatenate(drawn),
+                                        np.asarray(target_shares))
+  shares = class_balance.label_shares(np.concatenate(drawn), log_bias)
+  logging.info('class balance on %d frames: log-bias %s; label shares %s '
+               '(human labels %s)', len(sample), np.round(log_bias, 2),
+               np.round(shares, 4), np.round(np.asarray(target_shares), 4))
+  return log_bias
 
 
 def write_pseudo_labels(
@@ -128,12 +193,10 @@ def write_pseudo_labels(
         len(mine), unit='frames', start=skipped,
         name=f'pseudo_label shard {shard}/{num_shards}')
     strategy = strategy or tf.distribute.get_strategy()
-    for image_id, panoptic in _predict(build_infer(), pipeline, strategy,
-                                       confidence_threshold):
+    labels = _label_fn(build_infer(), void_id, confidence_threshold)
+    for image_id, panoptic in _per_frame(labels, pipeline, strategy):
       record = by_id[image_id]
-      if eval_pad_size is not None:
-        with Image.open(record.image_path) as image:  # Reads the header only.
-          panoptic = panoptic[:image.height, :image.width]
+      panoptic = _crop_to_image(record, panoptic, eval_pad_size)
       if ego_car_void:
         panoptic = ego_car.apply_ego_car_void(
             panoptic, ego_car.mask_for(record, masks), void_id)
@@ -149,6 +212,40 @@ def write_pseudo_labels(
   return {'written': written, 'skipped': skipped, 'complete': complete}
 
 
+def _class_balance_settings(output_dir, restored_model, tta_fn, records,
+                            human_records, dataset, ego_car_void, num_frames,
+                            batch_size, eval_pad_size, strategy
+                            ) -> Dict[str, object]:
+  """settings.json entries of class-balanced labels, fitting the biases once.
+
+  A folder that already has settings.json made with the same human labels
+  gives back its log-biases (a resumed run labels the rest alike); any other
+  difference is left for `label_settings.compare_settings` to report.
+  """
+  target = class_balance.label_class_shares(human_records, dataset)
+  entries = {'class_balance': {
+      'frames': int(num_frames),
+      'human_label_shares': [round(float(t), 6) for t in target]}}
+  existing = label_settings.read_settings(output_dir)
+  if existing is not None:  # Fitted before; or other labels, which fail later.
+    same = existing.get('class_balance') == entries['class_balance']
+    entries['class_log_bias'] = existing.get('class_log_bias') if same else None
+    return entries
+  model = restored_model()
+
+  @tf.function(reduce_retracing=True)
+  def probs_fn(images):
+    outputs = tta_fn(lambda views: model(views, training=False),
+                     tf.cast(images, tf.float32))
+    return outputs[common.PRED_SEMANTIC_PROBS]
+
+  log_bias = fit_class_balance(
+      probs_fn, records, target, dataset, ego_car_void, num_frames,
+      batch_size=batch_size, eval_pad_size=eval_pad_size, strategy=strategy)
+  entries['class_log_bias'] = [float(b) for b in log_bias]
+  return entries
+
+
 @gin.register
 def pseudo_label(teacher_checkpoint: str, output_dir: str,
                  records: Sequence[Record] = gin.REQUIRED,
@@ -161,7 +258,9 @@ def pseudo_label(teacher_checkpoint: str, output_dir: str,
                  max_frames: Optional[int] = None,
                  precision: str = 'float32',
                  overwrite: bool = False,
-                 confidence_threshold: float = 0.0) -> Optional[str]:
+                 confidence_threshold: float = 0.0,
+                 class_balance_records: Optional[Sequence[Record]] = None,
+                 class_balance_frames: int = 200) -> Optional[str]:
   """Labels `records` with the Teacher's TTA prediction; resumable and sharded.
 
   Args:
@@ -187,6 +286,12 @@ def pseudo_label(teacher_checkpoint: str, output_dir: str,
     confidence_threshold: void pixels whose TTA-averaged top class
       probability is below it, so the Student is not taught where the Teacher
       is unsure (beyond the paper, whose labels are hard everywhere: 0).
+    class_balance_records: records with human labels (e.g. the Teacher's
+      training split) whose class shares the labels are aligned to
+      (`class_balance`; beyond the paper: None labels the plain argmax). The
+      log-biases are fitted on `class_balance_frames` of `records` before
+      labeling and kept in settings.json, which a resumed run reads back.
+    class_balance_frames: frames sampled for that fit.
 
   Returns:
     `output_dir` once every shard is done and the json is merged (at once if
@@ -210,6 +315,24 @@ def pseudo_label(teacher_checkpoint: str, output_dir: str,
     teacher['confidence_threshold'] = confidence_threshold
   if overwrite:
     label_folder.remove_labels(output_dir)
+
+  restored = []
+
+  def restored_model():
+    if not restored:  # The weights once, and only if there is work.
+      with strategy.scope():
+        inference.restore_model(model, prefix)
+      restored.append(True)
+    return model
+
+  tta_fn = inference.make_tta_fn(scales, flip)
+  if class_balance_records is not None:
+    teacher.update(_class_balance_settings(
+        output_dir, restored_model, tta_fn, records, class_balance_records,
+        task.info, ego_car_void, class_balance_frames, batch_size,
+        eval_pad_size, strategy))
+    if teacher['class_log_bias'] is not None:
+      tta_fn = class_balance.with_log_bias(tta_fn, teacher['class_log_bias'])
   if file_io.is_done(output_dir):
     settings = label_settings.label_settings(
         records, task.info, ego_car_void, eval_pad_size, num_shards, teacher)
@@ -219,11 +342,10 @@ def pseudo_label(teacher_checkpoint: str, output_dir: str,
     return output_dir
 
   def build_infer():
+    restored_model()
     with strategy.scope():
-      inference.restore_model(model, prefix)
-      return inference.make_inference_fn(
-          model, task.build_post_processor(),
-          inference.make_tta_fn(scales, flip))
+      return inference.make_inference_fn(model, task.build_post_processor(),
+                                         tta_fn)
 
   result = write_pseudo_labels(
       build_infer, records, output_dir, task.info, ego_car_void=ego_car_void,

@@ -306,3 +306,47 @@ def test_confidence_threshold_voids_the_pixels_the_teacher_is_unsure_of(
     assert (label[unsure] == VOID).all()
     assert _agreement(label[sure] // 1000,
                       hard[record.image_id][sure] // 1000) >= _MIN_AGREEMENT
+
+
+def test_class_balanced_labels_use_the_fitted_biases_and_resume_with_them(
+    setup, tmp_path, monkeypatch):
+  records = setup['records']
+  human = cf.find_records(setup['root'], 'train-fine')
+  out = str(tmp_path / 'balanced')
+  assert pls.pseudo_label(setup['teacher_dir'], out, records, task=_task(),
+                          batch_size=4, max_frames=8,
+                          class_balance_records=human,
+                          class_balance_frames=6) is None
+  with open(os.path.join(out, label_settings.SETTINGS_FILE)) as f:
+    settings = json.load(f)
+  bias = np.asarray(settings['class_log_bias'])
+  assert settings['class_balance']['frames'] == 6
+  assert bias.shape == (INFO.num_classes,) and np.abs(bias).max() > 0.1
+
+  # The rest of the frames: the stored biases, not a new fit.
+  def no_refit(*args, **kwargs):
+    raise AssertionError('refitted on resume')
+
+  monkeypatch.setattr(pls, 'fit_class_balance', no_refit)
+  assert pls.pseudo_label(setup['teacher_dir'], out, records, task=_task(),
+                          batch_size=4, class_balance_records=human,
+                          class_balance_frames=6) == out
+  labels, hard = _labels(out), _labels(setup['full'])
+  changed = 0
+  for record in records:
+    probs = setup['tta_infer'](decode.decode_image(record.image_path)[
+        np.newaxis])[common.PRED_SEMANTIC_PROBS].numpy()[0]
+    balanced = np.argmax(np.log(np.maximum(probs, 1e-12)) + bias, axis=-1)
+    label = labels[record.image_id]
+    labeled = label != VOID
+    assert _agreement(label[labeled] // 1000, balanced[labeled]) >= (
+        _MIN_AGREEMENT), record.image_id
+    changed += int(_agreement(label // 1000, hard[record.image_id] // 1000)
+                   < 0.99)
+  assert changed > 0  # The biases did change labels.
+
+  # Other human labels, other target shares: the folder refuses them.
+  with pytest.raises(pls.SettingsMismatchError, match='class_balance'):
+    pls.pseudo_label(setup['teacher_dir'], out, records, task=_task(),
+                     batch_size=4, class_balance_records=human[:1],
+                     class_balance_frames=6)
