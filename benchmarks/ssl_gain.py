@@ -46,6 +46,14 @@ _VARIANTS = flags.DEFINE_multi_string(
     'variant', [], 'NAME=BINDING[;BINDING...]: another Student from the same '
     'Teacher with these bindings, e.g. '
     '"confident=pseudo_label.confidence_threshold = 0.7".')
+_FINETUNE_VARIANTS = flags.DEFINE_multi_string(
+    'finetune_variant', [], 'NAME=BINDING[;BINDING...]: the same Students '
+    '(and control Student) fine-tuned again with these bindings, in '
+    '<run>_NAME folders that link the finished stages; rows "<row> NAME", '
+    'e.g. "ft5e4=finetune/Trainer.learning_rate = 0.0005".')
+# The stages a fine-tuning variant reuses (linked, not rerun).
+_REUSED_STAGES = ((0, 'teacher'), (1, 'pseudo_label'), (1, 'student'),
+                  (1, 'control_student'))
 
 ROWS = (('teacher', 0, 'teacher'), ('control', 1, 'control'),
         ('student (before fine-tuning)', 1, 'student'),
@@ -80,19 +88,37 @@ def run_seed(seed: int, out: str, world: Sequence[str]) -> Dict[str, Dict]:
   chain_dir = os.path.join(out, f'seed{seed}')
   rows = _train(chain_dir, common)
   results = {name: _row(rows, i, stage) for name, i, stage in ROWS}
+  students = [('student', chain_dir, common)]
   for variant in ([ORACLE] if _ORACLE.value else []) + _VARIANTS.value:
     name, bindings = variant.split('=', 1)
     variant_dir = os.path.join(out, f'seed{seed}_{name}')
-    teacher = loop.stage_dir(variant_dir, 0, 'teacher')
-    if not os.path.exists(teacher):  # The same Teacher, not a retrained one.
-      os.makedirs(variant_dir, exist_ok=True)
-      os.symlink(os.path.abspath(loop.stage_dir(chain_dir, 0, 'teacher')),
-                 teacher)
-    rows = _train(variant_dir, common + bindings.split(';') + [
-        'run_naive_student.control_stage = None'])
+    _link_stages(chain_dir, variant_dir, [(0, 'teacher')])  # Same Teacher.
+    variant_bindings = common + bindings.split(';') + [
+        'run_naive_student.control_stage = None']
+    rows = _train(variant_dir, variant_bindings)
     results[f'{name} (before fine-tuning)'] = _row(rows, 1, 'student')
     results[name] = _row(rows, 1, 'finetune')
+    students.append((name, variant_dir, variant_bindings))
+  for variant in _FINETUNE_VARIANTS.value:
+    suffix, bindings = variant.split('=', 1)
+    for name, source, source_bindings in students:
+      target = f'{source}_{suffix}'
+      _link_stages(source, target, _REUSED_STAGES)
+      rows = _train(target, source_bindings + bindings.split(';'))
+      results[f'{name} {suffix}'] = _row(rows, 1, 'finetune')
+      if source == chain_dir:
+        results[f'control {suffix}'] = _row(rows, 1, 'control')
   return {name: {m: row[m] for m in METRICS} for name, row in results.items()}
+
+
+def _link_stages(source: str, target: str, stages) -> None:
+  """Links `source`'s finished stage folders into `target` (run there as is)."""
+  os.makedirs(target, exist_ok=True)
+  for iteration, stage in stages:
+    origin = loop.stage_dir(source, iteration, stage)
+    link = loop.stage_dir(target, iteration, stage)
+    if os.path.exists(origin) and not os.path.lexists(link):
+      os.symlink(os.path.realpath(origin), link)
 
 
 def _mean_std(values: Sequence[float]) -> str:
@@ -111,9 +137,11 @@ def format_table(per_seed: Dict[int, Dict[str, Dict]]) -> str:
         f'{_mean_std([per_seed[s][name][m] for s in seeds]):>18}'
         for m in METRICS))
   for a in names:
-    if a in ('teacher', 'control') or '(' in a:
+    if a in ('teacher', 'control') or '(' in a or a.startswith('control '):
       continue
-    for b in ('teacher', 'control'):
+    # A fine-tuning variant's rows are also set against its own control.
+    own = [f'control {a.split()[-1]}'] if ' ' in a else []
+    for b in ['teacher', 'control'] + [c for c in own if c in names]:
       lines.append(f'{a + " - " + b:<30}' + ''.join(
           f'{_mean_std([per_seed[s][a][m] - per_seed[s][b][m] for s in seeds]):>18}'
           for m in METRICS))
@@ -133,6 +161,7 @@ def main(_):
   with open(os.path.join(out, 'ssl_gain.json'), 'w') as f:
     json.dump({'gin_file': _GIN_FILE.value, 'world_seed': _WORLD_SEED.value,
                'bindings': _BINDINGS.value, 'variants': _VARIANTS.value,
+               'finetune_variants': _FINETUNE_VARIANTS.value,
                'per_seed': per_seed}, f, indent=1)
 
 
