@@ -106,6 +106,9 @@ def fit_class_balance(probs_fn: Callable, records: Sequence[Record],
   """
   stride = max(1, len(records) // max(num_frames, 1))
   sample = list(records[::stride])[:num_frames]
+  if not sample:
+    raise ValueError(f'class balance: no frames to fit on ({len(records)} '
+                     f'records, class_balance_frames={num_frames})')
   by_id = {r.image_id: r for r in sample}
   masks = ego_car.snippet_masks(sample) if ego_car_void else {}
   pipeline = input_pipeline.InputPipeline(
@@ -122,9 +125,9 @@ def fit_class_balance(probs_fn: Callable, records: Sequence[Record],
         _crop_to_image(record, probs, eval_pad_size), pixels_per_frame, rng,
         ego_car.mask_for(record, masks)))
     progress.update()
-  log_bias = class_balance.fit_log_bias(np.concatenate(drawn),
-                                        np.asarray(target_shares))
-  shares = class_balance.label_shares(np.concatenate(drawn), log_bias)
+  drawn = np.concatenate(drawn)
+  log_bias = class_balance.fit_log_bias(drawn, np.asarray(target_shares))
+  shares = class_balance.label_shares(drawn, log_bias)
   logging.info('class balance on %d frames: log-bias %s; label shares %s '
                '(human labels %s)', len(sample), np.round(log_bias, 2),
                np.round(shares, 4), np.round(np.asarray(target_shares), 4))

@@ -10,6 +10,7 @@ from official_naive_student.dataloaders import cityscapes_files as cf
 from official_naive_student.dataloaders import decode
 from official_naive_student.dataloaders.synthetic import writer
 from official_naive_student.naive_student import class_balance
+from official_naive_student.naive_student import pseudo_labeling
 
 
 def _log_probs(rng, num_pixels, num_classes, second_best=2, margin=1.0):
@@ -110,3 +111,11 @@ def test_label_class_shares_count_the_human_labels(tmp_path):
   with pytest.raises(ValueError, match='carries a human label'):
     class_balance.label_class_shares(cf.find_records(root, 'train-sequence'),
                                      info)
+
+
+def test_fit_class_balance_names_an_empty_sample():
+  def never_called(images):
+    raise AssertionError('no frame should be run')
+  with pytest.raises(ValueError, match='class_balance_frames=0'):
+    pseudo_labeling.fit_class_balance(never_called, [], np.ones(19) / 19,
+                                      num_frames=0)
