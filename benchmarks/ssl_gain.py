@@ -18,6 +18,8 @@ student - control) over seeds. A difference within its spread is not a result.
   PYTHONPATH=. python benchmarks/ssl_gain.py --seeds 0,1,2 --out runs/ssl_gain
 
 Each run is a resumable chain under --out: re-running skips finished stages.
+--teachers_from reuses the Teachers of an earlier --out, e.g. to compare
+Students and controls of another length from the same start.
 """
 
 import json
@@ -42,6 +44,10 @@ _WORLD_SEED = flags.DEFINE_integer(
 _BINDINGS = flags.DEFINE_multi_string('gin_bindings', [],
                                       'Extra bindings for every run.')
 _ORACLE = flags.DEFINE_bool('oracle', True, 'Also run the oracle Student.')
+_TEACHERS_FROM = flags.DEFINE_string(
+    'teachers_from', None, 'An earlier --out whose seed<N> Teachers this run '
+    'reuses (linked, not retrained): Students and controls of another '
+    'schedule from the same Teachers.')
 _VARIANTS = flags.DEFINE_multi_string(
     'variant', [], 'NAME=BINDING[;BINDING...]: another Student from the same '
     'Teacher with these bindings, e.g. '
@@ -86,6 +92,11 @@ def run_seed(seed: int, out: str, world: Sequence[str]) -> Dict[str, Dict]:
             'run_naive_student.num_iterations = 1', *world,
             *_BINDINGS.value]
   chain_dir = os.path.join(out, f'seed{seed}')
+  if _TEACHERS_FROM.value:
+    source = os.path.join(_TEACHERS_FROM.value, f'seed{seed}')
+    if not os.path.exists(loop.stage_dir(source, 0, 'teacher')):
+      raise FileNotFoundError(f'--teachers_from: no Teacher in {source}')
+    _link_stages(source, chain_dir, [(0, 'teacher')])
   rows = _train(chain_dir, common)
   results = {name: _row(rows, i, stage) for name, i, stage in ROWS}
   students = [('student', chain_dir, common)]
@@ -160,6 +171,7 @@ def main(_):
   print(table)
   with open(os.path.join(out, 'ssl_gain.json'), 'w') as f:
     json.dump({'gin_file': _GIN_FILE.value, 'world_seed': _WORLD_SEED.value,
+               'teachers_from': _TEACHERS_FROM.value,
                'bindings': _BINDINGS.value, 'variants': _VARIANTS.value,
                'finetune_variants': _FINETUNE_VARIANTS.value,
                'per_seed': per_seed}, f, indent=1)
