@@ -19,7 +19,8 @@ student - control) over seeds. A difference within its spread is not a result.
 
 Each run is a resumable chain under --out: re-running skips finished stages.
 --teachers_from reuses the Teachers of an earlier --out, e.g. to compare
-Students and controls of another length from the same start.
+Students and controls of another length from the same start; with --world_seed
+it also reuses that --out's world, the data those Teachers learnt from.
 """
 
 import json
@@ -32,6 +33,7 @@ from typing import Dict, List, Sequence
 from absl import app
 from absl import flags
 
+from official_naive_student.core import file_io
 from official_naive_student.naive_student import loop
 
 _SEEDS = flags.DEFINE_list('seeds', ['0', '1', '2'], 'Training seeds.')
@@ -40,7 +42,8 @@ _GIN_FILE = flags.DEFINE_string('gin_file', 'gin/demo/naive_student.gin',
                                 'Chain config (its control_stage is used).')
 _WORLD_SEED = flags.DEFINE_integer(
     'world_seed', None, 'Generator seed of the synthetic world (None: the '
-    "config's); its data goes to <out>/world<seed>.")
+    "config's); its data goes to <out>/world<seed>, or is read from "
+    '<teachers_from>/world<seed>.')
 _BINDINGS = flags.DEFINE_multi_string('gin_bindings', [],
                                       'Extra bindings for every run.')
 _ORACLE = flags.DEFINE_bool('oracle', True, 'Also run the oracle Student.')
@@ -159,22 +162,31 @@ def format_table(per_seed: Dict[int, Dict[str, Dict]]) -> str:
   return '\n'.join(lines)
 
 
+def world_bindings(world_seed, out: str, teachers_from=None) -> List[str]:
+  """Bindings of the synthetic world of `world_seed` (none: the config's).
+
+  Reused Teachers come with their world: it is read from `teachers_from`,
+  not generated again under `out`.
+  """
+  if world_seed is None:
+    return []
+  root = os.path.join(teachers_from or out, f'world{world_seed}')
+  return [f'ensure_synthetic_cityscapes.seed = {world_seed}',
+          f"ensure_synthetic_cityscapes.out_dir = '{root}'"]
+
+
 def main(_):
   out = _OUT.value
-  world = []
-  if _WORLD_SEED.value is not None:
-    world = [f'ensure_synthetic_cityscapes.seed = {_WORLD_SEED.value}',
-             "ensure_synthetic_cityscapes.out_dir = "
-             f"'{os.path.join(out, f'world{_WORLD_SEED.value}')}'"]
+  world = world_bindings(_WORLD_SEED.value, out, _TEACHERS_FROM.value)
   per_seed = {int(s): run_seed(int(s), out, world) for s in _SEEDS.value}
   table = format_table(per_seed)
   print(table)
-  with open(os.path.join(out, 'ssl_gain.json'), 'w') as f:
-    json.dump({'gin_file': _GIN_FILE.value, 'world_seed': _WORLD_SEED.value,
-               'teachers_from': _TEACHERS_FROM.value,
-               'bindings': _BINDINGS.value, 'variants': _VARIANTS.value,
-               'finetune_variants': _FINETUNE_VARIANTS.value,
-               'per_seed': per_seed}, f, indent=1)
+  file_io.atomic_write_json(os.path.join(out, 'ssl_gain.json'), {
+      'gin_file': _GIN_FILE.value, 'world_seed': _WORLD_SEED.value,
+      'teachers_from': _TEACHERS_FROM.value, 'bindings': _BINDINGS.value,
+      'variants': _VARIANTS.value,
+      'finetune_variants': _FINETUNE_VARIANTS.value, 'per_seed': per_seed},
+      indent=1)
 
 
 if __name__ == '__main__':

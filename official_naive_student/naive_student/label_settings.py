@@ -23,6 +23,10 @@ SETTINGS_FILE = 'settings.json'
 # Settings a finished folder need not share with a re-run: how the work was
 # split does not change the labels.
 SPLIT_SETTINGS = ('num_shards',)
+# Settings kept for readers, never compared: the Teacher's size tells apart
+# networks of one preset built at other widths, which teacher_sha256 already
+# does (folders written before it existed lack it).
+RECORD_ONLY_SETTINGS = ('num_parameters',)
 _REMEDY = ('another output_dir, or overwrite=True (--overwrite) to delete these '
            'labels and start over')
 
@@ -51,13 +55,15 @@ def teacher_settings(prefix: str, model, scales: Sequence[float] = (1.0,),
   Args:
     prefix: the Teacher's checkpoint prefix.
     model: the Teacher's network, built (its weights need not exist yet):
-      its name (a preset's name) and dtype policy are recorded.
+      its name (a preset's name), its number of parameters (a preset built
+      at another width has the same name) and dtype policy are recorded.
     scales: TTA input scales.
     flip: TTA left-right flip.
   """
   return {'teacher_checkpoint': os.path.basename(prefix),
           'teacher_sha256': teacher_fingerprint(prefix),
-          'network': model.name, 'precision': model.dtype_policy.name,
+          'network': model.name, 'num_parameters': int(model.count_params()),
+          'precision': model.dtype_policy.name,
           'scales': [float(s) for s in scales], 'flip': bool(flip)}
 
 
@@ -85,7 +91,9 @@ def read_settings(output_dir: str) -> Optional[dict]:
 
 def compare_settings(output_dir: str, settings: Dict[str, object],
                      ignore: Sequence[str] = ()) -> None:
-  """Checks `settings` against the folder's settings.json (keys in `ignore` aside).
+  """Checks `settings` against the folder's settings.json.
+
+  Keys in `ignore` and RECORD_ONLY_SETTINGS are not compared.
 
   Raises:
     SettingsMismatchError: naming every key that differs, or the folder has no
@@ -96,6 +104,7 @@ def compare_settings(output_dir: str, settings: Dict[str, object],
   if existing is None:
     raise SettingsMismatchError(f'{output_dir}: labels without {SETTINGS_FILE}'
                                 f', of unknown origin; use {_REMEDY}')
+  ignore = (*ignore, *RECORD_ONLY_SETTINGS)
   keys = sorted(k for k in set(existing) | set(settings) if k not in ignore
                 and existing.get(k) != settings.get(k))
   if keys:

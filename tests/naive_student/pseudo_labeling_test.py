@@ -192,6 +192,21 @@ def _other_teacher(folder):
       os.path.join(folder, 'ckpt'))
 
 
+def test_teacher_settings_tell_widths_of_one_preset_apart(tmp_path):
+  """A preset at 1/4 width keeps the preset's name; its size tells it apart."""
+  sizes = {}
+  for width in (1.0, 0.25):
+    model = inference.build_model(functools.partial(
+        presets.build_panoptic_deeplab, preset='tiny',
+        backbone_kwargs={'width_multiplier': width}))
+    prefix = tf.train.Checkpoint(**{common.CKPT_MODEL: model}).save(
+        str(tmp_path / f'w{width}' / 'ckpt'))
+    settings = label_settings.teacher_settings(prefix, model)
+    assert settings['network'] == 'tiny'
+    sizes[width] = settings['num_parameters']
+  assert sizes[0.25] < sizes[1.0]
+
+
 def test_finished_labels_refuse_another_teacher_until_overwritten(
     setup, tmp_path, capsys):
   out = str(tmp_path / 'labels')
@@ -201,10 +216,19 @@ def test_finished_labels_refuse_another_teacher_until_overwritten(
   assert settings['network'] == 'tiny' and settings['precision'] == 'float32'
   assert settings['teacher_checkpoint'] == 'ckpt-0'
   assert str(setup['base']) not in json.dumps(settings)  # No absolute paths.
+  assert settings['num_parameters'] == inference.build_model(
+      _task().build_model).count_params()
   # The same Teacher moved elsewhere, or another split of the work: reused.
   moved = str(tmp_path / 'moved_teacher')
   shutil.copytree(setup['teacher_dir'], moved)
   assert pls.pseudo_label(moved, out, records, task=_task(), num_shards=3) == out
+  # A folder written before num_parameters was recorded is reused too.
+  older = str(tmp_path / 'older_labels')
+  shutil.copytree(out, older)
+  del settings['num_parameters']
+  file_io.atomic_write_json(os.path.join(older, label_folder.SETTINGS_FILE),
+                            settings)
+  assert pls.pseudo_label(moved, older, records, task=_task()) == older
   other = _other_teacher(str(tmp_path / 'other'))
   for teacher, kwargs, keys in (
       (other, {}, 'teacher_checkpoint, teacher_sha256'),
