@@ -21,6 +21,8 @@ Each run is a resumable chain under --out: re-running skips finished stages.
 --teachers_from reuses the Teachers of an earlier --out, e.g. to compare
 Students and controls of another length from the same start; with --world_seed
 it also reuses that --out's world, the data those Teachers learnt from.
+--teacher_stage control takes those chains' fine-tuned controls as Teachers
+instead: Teachers with more supervised steps, nearer their plateau.
 """
 
 import json
@@ -51,6 +53,11 @@ _TEACHERS_FROM = flags.DEFINE_string(
     'teachers_from', None, 'An earlier --out whose seed<N> Teachers this run '
     'reuses (linked, not retrained): Students and controls of another '
     'schedule from the same Teachers.')
+_TEACHER_STAGE = flags.DEFINE_enum(
+    'teacher_stage', 'teacher', ['teacher', 'control'],
+    'The stage of the --teachers_from chains that is the Teacher here: '
+    "'teacher' (iteration 0's) or 'control' (iteration 1's fine-tuned "
+    'control, adopted: a Teacher with the supervised steps of both).')
 _VARIANTS = flags.DEFINE_multi_string(
     'variant', [], 'NAME=BINDING[;BINDING...]: another Student from the same '
     'Teacher with these bindings, e.g. '
@@ -97,9 +104,12 @@ def run_seed(seed: int, out: str, world: Sequence[str]) -> Dict[str, Dict]:
   chain_dir = os.path.join(out, f'seed{seed}')
   if _TEACHERS_FROM.value:
     source = os.path.join(_TEACHERS_FROM.value, f'seed{seed}')
-    if not os.path.exists(loop.stage_dir(source, 0, 'teacher')):
+    if _TEACHER_STAGE.value == 'control':
+      loop.adopt_teacher(loop.stage_dir(source, 1, 'control'), chain_dir)
+    elif not os.path.exists(loop.stage_dir(source, 0, 'teacher')):
       raise FileNotFoundError(f'--teachers_from: no Teacher in {source}')
-    _link_stages(source, chain_dir, [(0, 'teacher')])
+    else:
+      _link_stages(source, chain_dir, [(0, 'teacher')])
   rows = _train(chain_dir, common)
   results = {name: _row(rows, i, stage) for name, i, stage in ROWS}
   students = [('student', chain_dir, common)]
@@ -176,6 +186,8 @@ def world_bindings(world_seed, out: str, teachers_from=None) -> List[str]:
 
 
 def main(_):
+  if _TEACHER_STAGE.value != 'teacher' and not _TEACHERS_FROM.value:
+    raise app.UsageError('--teacher_stage needs --teachers_from')
   out = _OUT.value
   world = world_bindings(_WORLD_SEED.value, out, _TEACHERS_FROM.value)
   per_seed = {int(s): run_seed(int(s), out, world) for s in _SEEDS.value}
@@ -183,7 +195,8 @@ def main(_):
   print(table)
   file_io.atomic_write_json(os.path.join(out, 'ssl_gain.json'), {
       'gin_file': _GIN_FILE.value, 'world_seed': _WORLD_SEED.value,
-      'teachers_from': _TEACHERS_FROM.value, 'bindings': _BINDINGS.value,
+      'teachers_from': _TEACHERS_FROM.value,
+      'teacher_stage': _TEACHER_STAGE.value, 'bindings': _BINDINGS.value,
       'variants': _VARIANTS.value,
       'finetune_variants': _FINETUNE_VARIANTS.value, 'per_seed': per_seed},
       indent=1)

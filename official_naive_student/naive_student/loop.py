@@ -14,6 +14,7 @@ the pseudo-label stage, the pseudo-label json to the Student stage.
 
 import hashlib
 import os
+import shutil
 from typing import Callable, Dict, List, Optional, Sequence
 
 from absl import logging
@@ -111,6 +112,50 @@ def _run_once(directory: str, fn: Callable[[], Dict],
       **_paths_relative(result, directory), _INPUTS: fingerprints})
   file_io.mark_done(directory)
   return result
+
+
+ADOPTED_FROM = 'adopted_from.json'
+
+
+def adopt_teacher(source_stage: str, model_dir: str) -> str:
+  """Makes a finished stage of another chain this chain's iteration-0 Teacher.
+
+  For a Teacher trained longer than a teacher stage trains, e.g. another
+  chain's fine-tuned control. The stage folder links the source's checkpoints
+  and holds its result under the teacher stage's inputs (none), so the chain
+  runs on from it; `adopted_from.json` records the source and its fingerprints.
+  Adopting the same source again is a no-op; another one is an error.
+  Returns the stage folder.
+  """
+  source = os.path.realpath(source_stage)
+  target = stage_dir(model_dir, 0, 'teacher')
+  record = os.path.join(target, ADOPTED_FROM)
+  if os.path.lexists(target):
+    adopted = (file_io.read_json(record)['source']
+               if os.path.exists(record) else None)
+    if adopted != source:
+      raise StageInputsChangedError(
+          f'{target} already holds a Teacher '
+          f'({adopted or "trained by this chain"}), not {source}')
+    return target
+  result_path = os.path.join(source, STAGE_RESULT)
+  if not (file_io.is_done(source) and os.path.exists(result_path)):
+    raise FileNotFoundError(f'{source_stage} is not a finished stage')
+  result = file_io.read_json(result_path)
+  provenance = {'source': source, _INPUTS: result.pop(_INPUTS, None)}
+  os.makedirs(model_dir, exist_ok=True)
+  with file_io.atomic_dir(target) as tmp:
+    for name in os.listdir(source):
+      path = os.path.join(source, name)
+      if os.path.isdir(path):
+        os.symlink(path, os.path.join(tmp, name))
+      elif name not in (STAGE_RESULT, file_io.DONE_MARKER):
+        shutil.copy(path, tmp)
+    file_io.atomic_write_json(os.path.join(tmp, ADOPTED_FROM), provenance)
+    file_io.atomic_write_json(os.path.join(tmp, STAGE_RESULT),
+                              {**result, _INPUTS: {}})
+    file_io.mark_done(tmp)
+  return target
 
 
 def format_table(rows: List[Dict]) -> str:

@@ -252,3 +252,70 @@ def test_a_binding_that_nothing_reads_is_named(check_every_binding_used):
                            'run_naive_student.num_iterations = 3'])
   with pytest.raises(AssertionError, match='run_naive_student.num_iterations'):
     check_every_binding_used()
+
+
+def test_a_finished_control_is_adopted_as_the_next_chains_teacher(tmp_path):
+  """A longer-trained Teacher: chain B starts from chain A's control."""
+  calls = []
+
+  def labels_stage(teacher_checkpoint, teacher_model_fn, output_dir):
+    del teacher_model_fn
+    calls.append(teacher_checkpoint)
+    json_path = os.path.join(output_dir, 'labels.json')
+    with open(json_path, 'w') as f:
+      f.write(teacher_checkpoint)
+    return {'json': json_path, 'quality': None}
+
+  def control_finetune(model_dir, init_checkpoint=None):
+    del init_checkpoint
+    os.makedirs(os.path.join(model_dir, 'checkpoints'))
+    checkpoint = os.path.join(model_dir, 'checkpoints', 'ckpt-300')
+    with open(checkpoint, 'w') as f:
+      f.write('the control')
+    return {'checkpoint': checkpoint, 'metrics': {'PQ': 7.0, 'mIoU': 8.0}}
+
+  def fail(**kwargs):
+    raise AssertionError(f'the adopted Teacher was trained again: {kwargs}')
+
+  def chain(model_dir, teacher_stage, finetune_stage=None):
+    return loop.run_naive_student(
+        model_dir, num_iterations=1, teacher_stage=teacher_stage,
+        pseudo_label_stage=labels_stage,
+        student_stage=_fake_training_stage([], 'student'),
+        finetune_stage=finetune_stage or _fake_training_stage([], 'finetune'),
+        control_stage=_fake_training_stage([], 'control'))
+
+  first, second = str(tmp_path / 'a'), str(tmp_path / 'b')
+  chain(first, _fake_training_stage([], 'teacher'))
+  shutil.rmtree(loop.stage_dir(first, 1, 'control'))
+  chain(first, None, control_finetune)  # Only the control's fine-tuning reruns.
+  control = loop.stage_dir(first, 1, 'control')
+
+  # Linked as it is, the control is refused: it was made from another init.
+  linked = str(tmp_path / 'linked')
+  os.makedirs(linked)
+  os.symlink(control, loop.stage_dir(linked, 0, 'teacher'))
+  with pytest.raises(loop.StageInputsChangedError, match='init'):
+    chain(linked, fail)
+
+  teacher = loop.adopt_teacher(control, second)
+  rows = chain(second, fail)
+  assert rows[0]['stage'] == 'teacher'
+  assert (rows[0]['PQ'], rows[0]['mIoU']) == (7.0, 8.0)
+  assert rows[0]['checkpoint'] == os.path.join('iter0_teacher', 'checkpoints',
+                                               'ckpt-300')
+  with open(calls[-1]) as f:  # The labels came from the control's weights.
+    assert f.read() == 'the control'
+  adopted = json.load(open(os.path.join(teacher, loop.ADOPTED_FROM)))
+  assert adopted['source'] == os.path.realpath(control)
+  assert set(adopted['input_fingerprints']) == {'init'}
+
+  assert loop.adopt_teacher(control, second) == teacher  # Again: a no-op.
+  with pytest.raises(loop.StageInputsChangedError, match='already holds'):
+    loop.adopt_teacher(loop.stage_dir(first, 1, 'finetune'), second)
+  with pytest.raises(loop.StageInputsChangedError, match='trained by this'):
+    loop.adopt_teacher(control, first)
+  os.remove(os.path.join(loop.stage_dir(first, 1, 'student'), 'DONE'))
+  with pytest.raises(FileNotFoundError, match='not a finished stage'):
+    loop.adopt_teacher(loop.stage_dir(first, 1, 'student'), str(tmp_path / 'c'))
+  assert not os.path.exists(tmp_path / 'c' / 'iter0_teacher')
