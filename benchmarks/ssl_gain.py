@@ -20,7 +20,9 @@ student - control) over seeds. A difference within its spread is not a result.
 Each run is a resumable chain under --out: re-running skips finished stages.
 --teachers_from reuses the Teachers of an earlier --out, e.g. to compare
 Students and controls of another length from the same start; with --world_seed
-it also reuses that --out's world, the data those Teachers learnt from.
+it also reuses that --out's world, the data those Teachers learnt from, and
+links it into the new --out, so that chains of --teachers_from runs share one
+world.
 --teacher_stage control takes those chains' fine-tuned controls as Teachers
 instead: Teachers with more supervised steps, nearer their plateau.
 """
@@ -185,11 +187,31 @@ def world_bindings(world_seed, out: str, teachers_from=None) -> List[str]:
           f"ensure_synthetic_cityscapes.out_dir = '{root}'"]
 
 
+def carry_world(world_seed, out: str, teachers_from) -> None:
+  """Links the reused world into `out`, so a run from `out`'s chains finds it.
+
+  Without it each `--teachers_from` hop past the first would generate the
+  world again under the earlier run's folder.
+  """
+  if world_seed is None or not teachers_from:
+    return
+  name = f'world{world_seed}'
+  source = os.path.join(teachers_from, name)
+  if not os.path.isdir(source):
+    raise FileNotFoundError(f'--teachers_from: no {source}, the world its '
+                            'Teachers learnt from')
+  link = os.path.join(out, name)
+  if not os.path.lexists(link):
+    os.makedirs(out, exist_ok=True)
+    os.symlink(os.path.realpath(source), link)
+
+
 def main(_):
   if _TEACHER_STAGE.value != 'teacher' and not _TEACHERS_FROM.value:
     raise app.UsageError('--teacher_stage needs --teachers_from')
   out = _OUT.value
   world = world_bindings(_WORLD_SEED.value, out, _TEACHERS_FROM.value)
+  carry_world(_WORLD_SEED.value, out, _TEACHERS_FROM.value)
   per_seed = {int(s): run_seed(int(s), out, world) for s in _SEEDS.value}
   table = format_table(per_seed)
   print(table)

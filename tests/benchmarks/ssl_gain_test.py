@@ -65,3 +65,21 @@ def test_the_table_gives_the_spread_of_paired_gains_not_of_the_rows():
                                         '0.50', '+-', '0.71']
   assert 'control - teacher' not in lines  # The control is not a method row.
   assert result.stdout.splitlines()[0] == '2 seeds: [0, 1]'
+
+
+def test_a_reused_world_is_linked_into_the_new_run(tmp_path):
+  # A run from hop2's chains must find the world there; a reused run
+  # without one is refused, not generated again.
+  source = tmp_path / 'hop1'
+  (source / 'world1').mkdir(parents=True)
+  (source / 'seed0').mkdir()  # No Teacher: the run stops after the world.
+  hop2 = tmp_path / 'hop2'
+  result = _python(['benchmarks/ssl_gain.py', '--seeds', '0', '--world_seed',
+                    '1', '--out', str(hop2), '--teachers_from', str(source)])
+  assert 'no Teacher in' in result.stderr
+  assert os.path.realpath(hop2 / 'world1') == os.path.realpath(
+      source / 'world1')
+  result = _python(['benchmarks/ssl_gain.py', '--seeds', '0', '--world_seed',
+                    '1', '--out', str(tmp_path / 'hop3'),
+                    '--teachers_from', str(tmp_path / 'missing')])
+  assert 'the world its Teachers learnt from' in result.stderr
