@@ -2,7 +2,9 @@
 
 For each seed, one Naive-Student iteration of a chain config (default: the demo)
 with its supervised control on, and, from the same Teacher, the oracle ablation
-and any --variant (e.g. confidence-masked labels):
+and any --variant (e.g. confidence-masked labels) or --student_variant (e.g.
+a strongly augmented Student on the same labels, with --control_variant its
+control given the same augmentation):
 
   teacher    supervised on the human labels (iteration 0)
   control    the Student's start, steps and schedules on the human labels only
@@ -64,6 +66,19 @@ _VARIANTS = flags.DEFINE_multi_string(
     'variant', [], 'NAME=BINDING[;BINDING...]: another Student from the same '
     'Teacher with these bindings, e.g. '
     '"confident=pseudo_label.confidence_threshold = 0.7".')
+_STUDENT_VARIANTS = flags.DEFINE_multi_string(
+    'student_variant', [], 'NAME=BINDING[;BINDING...]: another Student from '
+    'the same Teacher and the same pseudo-labels (linked, not made again), '
+    'for bindings of the Student and its fine-tuning only, e.g. '
+    '"strong=pseudo/InputPipeline.strong_augment = True".')
+_CONTROL_VARIANTS = flags.DEFINE_multi_string(
+    'control_variant', [], 'NAME=BINDING[;BINDING...]: the control trained '
+    'again with these bindings (the rest of the chain linked), row "control '
+    'NAME", against which the row NAME is also set: the control of a '
+    'Student variant, e.g. "strong=control/PanopticDeepLabTask.train_data = '
+    '@strong/InputPipeline;strong/InputPipeline.strong_augment = True;..." '
+    '(the control shares labeled/InputPipeline with the Teacher and the '
+    'fine-tuning, so it gets a pipeline of its own).')
 _FINETUNE_VARIANTS = flags.DEFINE_multi_string(
     'finetune_variant', [], 'NAME=BINDING[;BINDING...]: the same Students '
     '(and control Student) fine-tuned again with these bindings, in '
@@ -72,6 +87,9 @@ _FINETUNE_VARIANTS = flags.DEFINE_multi_string(
 # The stages a fine-tuning variant reuses (linked, not rerun).
 _REUSED_STAGES = ((0, 'teacher'), (1, 'pseudo_label'), (1, 'student'),
                   (1, 'control_student'))
+# The stages a control variant reuses.
+_CONTROL_REUSED_STAGES = ((0, 'teacher'), (1, 'pseudo_label'), (1, 'student'),
+                          (1, 'finetune'))
 
 ROWS = (('teacher', 0, 'teacher'), ('control', 1, 'control'),
         ('student (before fine-tuning)', 1, 'student'),
@@ -115,16 +133,23 @@ def run_seed(seed: int, out: str, world: Sequence[str]) -> Dict[str, Dict]:
   rows = _train(chain_dir, common)
   results = {name: _row(rows, i, stage) for name, i, stage in ROWS}
   students = [('student', chain_dir, common)]
-  for variant in ([ORACLE] if _ORACLE.value else []) + _VARIANTS.value:
+  plan = variant_plan(_ORACLE.value, _VARIANTS.value, _STUDENT_VARIANTS.value)
+  for variant, stages in plan:
     name, bindings = variant.split('=', 1)
     variant_dir = os.path.join(out, f'seed{seed}_{name}')
-    _link_stages(chain_dir, variant_dir, [(0, 'teacher')])  # Same Teacher.
+    _link_stages(chain_dir, variant_dir, stages)
     variant_bindings = common + bindings.split(';') + [
         'run_naive_student.control_stage = None']
     rows = _train(variant_dir, variant_bindings)
     results[f'{name} (before fine-tuning)'] = _row(rows, 1, 'student')
     results[name] = _row(rows, 1, 'finetune')
     students.append((name, variant_dir, variant_bindings))
+  for variant in _CONTROL_VARIANTS.value:
+    name, bindings = variant.split('=', 1)
+    target = os.path.join(out, f'seed{seed}_control_{name}')
+    _link_stages(chain_dir, target, _CONTROL_REUSED_STAGES)
+    rows = _train(target, common + bindings.split(';'))
+    results[f'control {name}'] = _row(rows, 1, 'control')
   for variant in _FINETUNE_VARIANTS.value:
     suffix, bindings = variant.split('=', 1)
     for name, source, source_bindings in students:
@@ -135,6 +160,19 @@ def run_seed(seed: int, out: str, world: Sequence[str]) -> Dict[str, Dict]:
       if source == chain_dir:
         results[f'control {suffix}'] = _row(rows, 1, 'control')
   return {name: {m: row[m] for m in METRICS} for name, row in results.items()}
+
+
+def variant_plan(oracle: bool, variants: Sequence[str],
+                 student_variants: Sequence[str]) -> List:
+  """[(NAME=BINDINGS, the chain's stages it reuses)], in the order run.
+
+  Every variant reuses the Teacher; a Student variant also its pseudo-labels,
+  so that only the Student differs from the chain's.
+  """
+  teacher = [(0, 'teacher')]
+  labels = teacher + [(1, 'pseudo_label')]
+  return ([(v, teacher) for v in ([ORACLE] if oracle else []) + list(variants)]
+          + [(v, labels) for v in student_variants])
 
 
 def _link_stages(source: str, target: str, stages) -> None:
@@ -165,9 +203,9 @@ def format_table(per_seed: Dict[int, Dict[str, Dict]]) -> str:
   for a in names:
     if a in ('teacher', 'control') or '(' in a or a.startswith('control '):
       continue
-    # A fine-tuning variant's rows are also set against its own control.
-    own = [f'control {a.split()[-1]}'] if ' ' in a else []
-    for b in ['teacher', 'control'] + [c for c in own if c in names]:
+    # A variant's rows are also set against its own control, if run.
+    own = sorted({f'control {a}', f'control {a.split()[-1]}'} & set(names))
+    for b in ['teacher', 'control'] + own:
       lines.append(f'{a + " - " + b:<30}' + ''.join(
           f'{_mean_std([per_seed[s][a][m] - per_seed[s][b][m] for s in seeds]):>18}'
           for m in METRICS))
@@ -219,7 +257,8 @@ def main(_):
       'gin_file': _GIN_FILE.value, 'world_seed': _WORLD_SEED.value,
       'teachers_from': _TEACHERS_FROM.value,
       'teacher_stage': _TEACHER_STAGE.value, 'bindings': _BINDINGS.value,
-      'variants': _VARIANTS.value,
+      'variants': _VARIANTS.value, 'student_variants': _STUDENT_VARIANTS.value,
+      'control_variants': _CONTROL_VARIANTS.value,
       'finetune_variants': _FINETUNE_VARIANTS.value, 'per_seed': per_seed},
       indent=1)
 

@@ -33,6 +33,7 @@ from official_naive_student import panoptic_rgb
 from official_naive_student.dataloaders import augment
 from official_naive_student.dataloaders import cityscapes_files
 from official_naive_student.dataloaders import decode
+from official_naive_student.dataloaders import strong_augment as strong_augment_lib
 from official_naive_student.dataloaders import targets
 from official_naive_student.dataloaders import tfrecord_writer as tfw
 
@@ -134,6 +135,7 @@ class InputPipeline:
                max_scale: float = 2.0,
                scale_step: float = 0.25,
                flip_prob: float = 0.5,
+               strong_augment: bool = False,
                sigma: float = 8.0,
                small_instance_area: int = 4096,
                small_instance_weight: float = 3.0,
@@ -160,6 +162,9 @@ class InputPipeline:
       max_scale: see `augment.preprocess_for_training`.
       scale_step: see `augment.preprocess_for_training`.
       flip_prob: see `augment.preprocess_for_training`.
+      strong_augment: (train) also distort each crop with colour, grayscale,
+        blur and a void cutout (`strong_augment`), for a Student on
+        pseudo-labels (a switch beyond the paper).
       sigma: center Gaussian sigma of `targets.encode_targets`.
       small_instance_area: see `targets.encode_targets`.
       small_instance_weight: see `targets.encode_targets`.
@@ -195,6 +200,9 @@ class InputPipeline:
     self._eval_pad_size = eval_pad_size
     self._augment_kwargs = dict(min_scale=min_scale, max_scale=max_scale,
                                 scale_step=scale_step, flip_prob=flip_prob)
+    if strong_augment and not training:
+      raise ValueError(f'strong_augment is for mode train, not {mode!r}')
+    self._strong_augment = strong_augment
     self._target_kwargs = dict(
         sigma=sigma, small_instance_area=small_instance_area,
         small_instance_weight=small_instance_weight,
@@ -330,6 +338,11 @@ class InputPipeline:
           **self._augment_kwargs)
       image = tf.ensure_shape(image, list(self._crop_size) + [3])
       panoptic = tf.ensure_shape(panoptic, list(self._crop_size))
+      if self._strong_augment:
+        # A seed of its own: the geometric draws stay those of a plain run.
+        image, panoptic = strong_augment_lib.strong_augment(
+            image, panoptic,
+            tf.random.experimental.stateless_fold_in(seed, 1), self.void_id)
       labels = targets.encode_targets(
           panoptic, info.thing_train_ids, info.label_divisor,
           info.ignore_label, **self._target_kwargs)

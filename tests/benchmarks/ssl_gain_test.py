@@ -83,3 +83,40 @@ def test_a_reused_world_is_linked_into_the_new_run(tmp_path):
                     '1', '--out', str(tmp_path / 'hop3'),
                     '--teachers_from', str(tmp_path / 'missing')])
   assert 'the world its Teachers learnt from' in result.stderr
+
+
+def test_a_student_variant_reuses_the_labels_a_label_variant_does_not():
+  script = textwrap.dedent("""
+      from benchmarks import ssl_gain
+      for variant, stages in ssl_gain.variant_plan(
+          True, ['confident=a = 1'], ['strong=b = 2']):
+        print(variant.split('=')[0], sorted(stages))
+  """)
+  result = _python(['-c', script])
+  assert result.returncode == 0, result.stderr
+  assert result.stdout.splitlines() == [
+      "oracle [(0, 'teacher')]",
+      "confident [(0, 'teacher')]",
+      "strong [(0, 'teacher'), (1, 'pseudo_label')]"]
+
+
+def test_a_variant_is_also_set_against_its_own_control():
+  rows = ('teacher', 'control', 'student', 'strong', 'control strong',
+          'student ft5e4', 'control ft5e4')
+  per_seed = {s: {name: {'PQ': float(i + s), 'mIoU': float(i)}
+                  for i, name in enumerate(rows)} for s in (0, 1)}
+  script = textwrap.dedent(f"""
+      import json
+      from benchmarks import ssl_gain
+      per_seed = {{int(k): v for k, v in json.loads({json.dumps(json.dumps(per_seed))}).items()}}
+      print(ssl_gain.format_table(per_seed))
+  """)
+  result = _python(['-c', script])
+  assert result.returncode == 0, result.stderr
+  gains = [line[:30].strip() for line in result.stdout.splitlines()
+           if ' - ' in line[:30]]
+  assert gains == [
+      'student - teacher', 'student - control',
+      'strong - teacher', 'strong - control', 'strong - control strong',
+      'student ft5e4 - teacher', 'student ft5e4 - control',
+      'student ft5e4 - control ft5e4']

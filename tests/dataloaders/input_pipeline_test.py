@@ -135,6 +135,22 @@ def test_unlabeled_mode_gives_images_and_ids(data):
     ip.InputPipeline(records=records, mode='train')
 
 
+def test_strong_augment_distorts_images_and_voids_cut_labels_only(data):
+  """Same geometry as a plain run; colour and cutout on top, cut pixels void."""
+  source = {'records': data[1]}
+  plain = _take(_train(source).dataset_fn(), 4)
+  strong = _take(_train(source, strong_augment=True).dataset_fn(), 4)
+  voided = 0
+  for (fp, lp), (fs, ls) in zip(plain, strong):
+    assert np.abs(fp[common.IMAGE] - fs[common.IMAGE]).max() > 1.0
+    same = lp[common.GT_PANOPTIC] == ls[common.GT_PANOPTIC]
+    assert np.all(same | (ls[common.GT_PANOPTIC] == 255 * 1000))
+    voided += (~same).sum()
+  assert voided > 0
+  with pytest.raises(ValueError, match='strong_augment is for mode train'):
+    ip.InputPipeline(mode='eval', records=data[1], strong_augment=True)
+
+
 def test_bad_arguments(data):
   with pytest.raises(ValueError, match='exactly one'):
     ip.InputPipeline(mode='eval')
