@@ -27,8 +27,12 @@ links it into the new --out, so that chains of --teachers_from runs share one
 world.
 --teacher_stage control takes those chains' fine-tuned controls as Teachers
 instead: Teachers with more supervised steps, nearer their plateau.
+--rescore_root also scores every row on a larger val split of the same world
+(the demo's 30 val frames hold few instances), from the same checkpoints.
+A variant's binding that no stage it trained used fails the run by name.
 """
 
+import glob
 import json
 import os
 import statistics
@@ -84,6 +88,12 @@ _FINETUNE_VARIANTS = flags.DEFINE_multi_string(
     '(and control Student) fine-tuned again with these bindings, in '
     '<run>_NAME folders that link the finished stages; rows "<row> NAME", '
     'e.g. "ft5e4=finetune/Trainer.learning_rate = 0.0005".')
+_RESCORE_ROOT = flags.DEFINE_string(
+    'rescore_root', None, 'A dataset root of the same world with more val '
+    'snippets (generated with the same seed and train split, e.g. '
+    'split_sizes {"train": 14, "val": 150}): every row\'s checkpoint is also '
+    'evaluated on its val-fine frames (cached under <out>/rescored_<name>) '
+    'and a second table is printed from those scores.')
 # The stages a fine-tuning variant reuses (linked, not rerun).
 _REUSED_STAGES = ((0, 'teacher'), (1, 'pseudo_label'), (1, 'student'),
                   (1, 'control_student'))
@@ -98,13 +108,18 @@ ORACLE = 'oracle=label_and_measure.label_fn = @oracle_labels'
 METRICS = ('PQ', 'mIoU')
 
 
-def _train(model_dir: str, bindings: Sequence[str]) -> List[Dict]:
+def _run_train_py(model_dir: str, bindings: Sequence[str],
+                  extra_args: Sequence[str] = ()) -> None:
   command = [sys.executable, 'train.py', '--gin_file', _GIN_FILE.value,
-             '--model_dir', model_dir]
+             '--model_dir', model_dir, *extra_args]
   for binding in bindings:
     command += ['--gin_bindings', binding]
   print('+', ' '.join(command), flush=True)
   subprocess.run(command, check=True)
+
+
+def _train(model_dir: str, bindings: Sequence[str]) -> List[Dict]:
+  _run_train_py(model_dir, bindings)
   with open(os.path.join(model_dir, loop.SUMMARY_FILE)) as f:
     return json.load(f)
 
@@ -116,8 +131,9 @@ def _row(rows: List[Dict], iteration: int, stage: str) -> Dict:
   raise KeyError(f'no row ({iteration}, {stage!r}) in the summary')
 
 
-def run_seed(seed: int, out: str, world: Sequence[str]) -> Dict[str, Dict]:
-  """One seed's chain and oracle chain -> {row name: {PQ, mIoU}}."""
+def run_seed(seed: int, out: str, world: Sequence[str]):
+  """One seed's chain and variants -> ({row name: {PQ, mIoU}}, the same
+  rescored on --rescore_root or None)."""
   common = [f'Trainer.seed = {seed}', f'InputPipeline.seed = {seed}',
             'run_naive_student.num_iterations = 1', *world,
             *_BINDINGS.value]
@@ -131,35 +147,120 @@ def run_seed(seed: int, out: str, world: Sequence[str]) -> Dict[str, Dict]:
     else:
       _link_stages(source, chain_dir, [(0, 'teacher')])
   rows = _train(chain_dir, common)
-  results = {name: _row(rows, i, stage) for name, i, stage in ROWS}
+  results = {name: (_row(rows, i, stage), chain_dir) for name, i, stage in ROWS}
   students = [('student', chain_dir, common)]
   plan = variant_plan(_ORACLE.value, _VARIANTS.value, _STUDENT_VARIANTS.value)
   for variant, stages in plan:
-    name, bindings = variant.split('=', 1)
+    name, bindings = _split_variant(variant)
     variant_dir = os.path.join(out, f'seed{seed}_{name}')
     _link_stages(chain_dir, variant_dir, stages)
-    variant_bindings = common + bindings.split(';') + [
+    variant_bindings = common + bindings + [
         'run_naive_student.control_stage = None']
     rows = _train(variant_dir, variant_bindings)
-    results[f'{name} (before fine-tuning)'] = _row(rows, 1, 'student')
-    results[name] = _row(rows, 1, 'finetune')
+    if (1, 'pseudo_label') in stages:  # Labeling writes no operative config.
+      _require_reached(variant_dir, bindings, [(1, 'student'), (1, 'finetune')])
+    results[f'{name} (before fine-tuning)'] = (_row(rows, 1, 'student'),
+                                               variant_dir)
+    results[name] = (_row(rows, 1, 'finetune'), variant_dir)
     students.append((name, variant_dir, variant_bindings))
   for variant in _CONTROL_VARIANTS.value:
-    name, bindings = variant.split('=', 1)
+    name, bindings = _split_variant(variant)
     target = os.path.join(out, f'seed{seed}_control_{name}')
     _link_stages(chain_dir, target, _CONTROL_REUSED_STAGES)
-    rows = _train(target, common + bindings.split(';'))
-    results[f'control {name}'] = _row(rows, 1, 'control')
+    rows = _train(target, common + bindings)
+    _require_reached(target, bindings, [(1, 'control_student'), (1, 'control')])
+    results[f'control {name}'] = (_row(rows, 1, 'control'), target)
   for variant in _FINETUNE_VARIANTS.value:
-    suffix, bindings = variant.split('=', 1)
+    suffix, bindings = _split_variant(variant)
     for name, source, source_bindings in students:
       target = f'{source}_{suffix}'
       _link_stages(source, target, _REUSED_STAGES)
-      rows = _train(target, source_bindings + bindings.split(';'))
-      results[f'{name} {suffix}'] = _row(rows, 1, 'finetune')
+      rows = _train(target, source_bindings + bindings)
+      _require_reached(target, bindings, [(1, 'finetune'), (1, 'control')])
+      results[f'{name} {suffix}'] = (_row(rows, 1, 'finetune'), target)
       if source == chain_dir:
-        results[f'control {suffix}'] = _row(rows, 1, 'control')
-  return {name: {m: row[m] for m in METRICS} for name, row in results.items()}
+        results[f'control {suffix}'] = (_row(rows, 1, 'control'), target)
+  scores = {name: {m: row[m] for m in METRICS}
+            for name, (row, _) in results.items()}
+  if not _RESCORE_ROOT.value:
+    return scores, None
+  scratch = os.path.join(out, 'rescored_' + os.path.basename(
+      os.path.normpath(_RESCORE_ROOT.value)))
+  return scores, {name: rescore(row, directory, scratch, _RESCORE_ROOT.value,
+                                common)
+                  for name, (row, directory) in results.items()}
+
+
+def rescore(row: Dict, model_dir: str, scratch: str, root: str,
+            bindings: Sequence[str]) -> Dict[str, float]:
+  """`row`'s checkpoint evaluated on `root`'s val-fine -> {PQ, mIoU}.
+
+  The checkpoint is linked into a folder of its own under `scratch` (kept, so
+  a re-run reads its eval_results.json) and scored by `train.py --mode eval`
+  with the chain's bindings; rows must share the Teacher's network.
+  """
+  prefix = os.path.join(model_dir, row['checkpoint'])
+  step = int(prefix.rsplit('-', 1)[1])
+  name = os.path.basename(os.path.normpath(model_dir))
+  target = os.path.join(scratch, f"{name}_{row['iteration']}_{row['stage']}")
+  results = os.path.join(target, 'eval_results.json')
+  if not os.path.exists(results):
+    checkpoints = os.path.join(target, 'checkpoints')
+    os.makedirs(checkpoints, exist_ok=True)
+    for path in glob.glob(glob.escape(prefix) + '.*'):
+      link = os.path.join(checkpoints, os.path.basename(path))
+      if not os.path.lexists(link):
+        os.symlink(os.path.realpath(path), link)
+    file_io.atomic_write_bytes(
+        os.path.join(checkpoints, 'checkpoint'),
+        f'model_checkpoint_path: "{os.path.basename(prefix)}"\n'.encode())
+    _run_train_py(target, [*bindings, 'run_experiment.experiment_fn = @run_stage',
+                           f"eval/find_records.cityscapes_root = '{root}'"],
+                  ['--mode', 'eval'])
+  with open(results) as f:
+    metrics = json.load(f)
+  if metrics['step'] != step:
+    raise ValueError(f'{results}: scored step {metrics["step"]}, not {prefix}; '
+                     f'delete {target} to score the row again')
+  return {m: metrics[m] for m in METRICS}
+
+
+def _split_variant(variant: str):
+  """'NAME=BINDING[;BINDING...]' -> (NAME, [BINDING, ...])."""
+  name, bindings = variant.split('=', 1)
+  return name, bindings.split(';')
+
+
+def unreached_bindings(bindings: Sequence[str],
+                       operative_configs: Sequence[str]) -> List[str]:
+  """The bindings whose name no operative config lists.
+
+  Gin accepts a binding for any scope, e.g. `control/labeled/InputPipeline.x`,
+  and silently ignores it if no configurable is called in that scope; the
+  operative config lists what was used, so a name missing from it took no
+  effect and a variant row would silently equal the plain one.
+  """
+  names = set()
+  for text in operative_configs:
+    for line in text.splitlines():
+      if '=' in line and line[:1] not in ('#', ' ', '\t'):
+        names.add(line.split('=', 1)[0].strip())
+  return [b for b in bindings if b.split('=', 1)[0].strip() not in names]
+
+
+def _require_reached(model_dir: str, bindings: Sequence[str], stages) -> None:
+  """Raises if a variant's binding reached none of the stages it trained."""
+  configs = []
+  for iteration, stage in stages:
+    path = os.path.join(loop.stage_dir(model_dir, iteration, stage),
+                        'operative_config.gin')
+    if os.path.exists(path):
+      with open(path) as f:
+        configs.append(f.read())
+  unreached = unreached_bindings(bindings, configs)
+  if unreached:
+    raise ValueError(f'{model_dir}: gin accepted but no stage used '
+                     f'{unreached}; fix the scope or the name.')
 
 
 def variant_plan(oracle: bool, variants: Sequence[str],
@@ -250,16 +351,22 @@ def main(_):
   out = _OUT.value
   world = world_bindings(_WORLD_SEED.value, out, _TEACHERS_FROM.value)
   carry_world(_WORLD_SEED.value, out, _TEACHERS_FROM.value)
-  per_seed = {int(s): run_seed(int(s), out, world) for s in _SEEDS.value}
-  table = format_table(per_seed)
-  print(table)
+  runs = {int(s): run_seed(int(s), out, world) for s in _SEEDS.value}
+  per_seed = {s: scores for s, (scores, _) in runs.items()}
+  print(format_table(per_seed))
+  rescored = None
+  if _RESCORE_ROOT.value:
+    rescored = {s: scores for s, (_, scores) in runs.items()}
+    print(f'\nRescored on the val-fine frames of {_RESCORE_ROOT.value}:')
+    print(format_table(rescored))
   file_io.atomic_write_json(os.path.join(out, 'ssl_gain.json'), {
       'gin_file': _GIN_FILE.value, 'world_seed': _WORLD_SEED.value,
       'teachers_from': _TEACHERS_FROM.value,
       'teacher_stage': _TEACHER_STAGE.value, 'bindings': _BINDINGS.value,
       'variants': _VARIANTS.value, 'student_variants': _STUDENT_VARIANTS.value,
       'control_variants': _CONTROL_VARIANTS.value,
-      'finetune_variants': _FINETUNE_VARIANTS.value, 'per_seed': per_seed},
+      'finetune_variants': _FINETUNE_VARIANTS.value, 'per_seed': per_seed,
+      'rescore_root': _RESCORE_ROOT.value, 'per_seed_rescored': rescored},
       indent=1)
 
 

@@ -67,6 +67,12 @@ def run_stage(model_dir: str, mode: str = 'train_and_eval', task=gin.REQUIRED,
     trainer.train()
   else:
     trainer.restore()
+    if trainer.manager.latest_checkpoint is None and not init_checkpoint:
+      # Else the untrained network would be scored as if it were the model.
+      raise FileNotFoundError(
+          f"--mode {mode!r}: no checkpoint in "
+          f"{os.path.join(model_dir, trainer_lib.CHECKPOINT_SUBDIR)} and no "
+          'init_checkpoint; nothing to evaluate')
   # An eval-only run keeps the training run's record of its config.
   gin_utils.write_operative_config(
       model_dir, OPERATIVE_CONFIG_EVAL if mode == 'eval' else OPERATIVE_CONFIG)

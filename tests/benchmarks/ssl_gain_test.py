@@ -120,3 +120,81 @@ def test_a_variant_is_also_set_against_its_own_control():
       'strong - teacher', 'strong - control', 'strong - control strong',
       'student ft5e4 - teacher', 'student ft5e4 - control',
       'student ft5e4 - control ft5e4']
+
+
+def test_a_binding_no_stage_used_is_refused_naming_it(tmp_path):
+  # What gin writes for the control of a control variant: the pipeline the
+  # binding reached, and the labeled one unscoped (a `control/labeled/...`
+  # binding never reaches it).
+  control = tmp_path / 'iter1_control'
+  control.mkdir()
+  (control / 'operative_config.gin').write_text(
+      '# Macros:\n'
+      'STUDENT_STEPS = 3600\n'
+      '# Parameters for strong/InputPipeline:\n'
+      'strong/InputPipeline.crop_size = \\\n'
+      '    (128, 256)\n'
+      'strong/InputPipeline.strong_augment = True\n'
+      "labeled/InputPipeline.mode = 'train'\n")
+  script = textwrap.dedent(f"""
+      from benchmarks import ssl_gain
+      used = ['strong/InputPipeline.strong_augment = True',
+              'strong/InputPipeline.crop_size=(128, 256)', 'STUDENT_STEPS = 3600']
+      ignored = ['control/labeled/InputPipeline.strong_augment = True',
+                 'InputPipeline.strong_augment = True']
+      text = open({str(control / 'operative_config.gin')!r}).read()
+      assert ssl_gain.unreached_bindings(used, [text]) == [], 'used'
+      assert ssl_gain.unreached_bindings(used + ignored, [text]) == ignored
+      # A continuation line of a value is not a name.
+      assert ssl_gain.unreached_bindings(['(128, 256) = 1'], [text]) == ['(128, 256) = 1']
+      ssl_gain._require_reached({str(tmp_path)!r}, used, [(1, 'control')])
+      ssl_gain._require_reached({str(tmp_path)!r}, ignored[:1],
+                                [(1, 'control'), (1, 'control_student')])
+  """)
+  result = _python(['-c', script])
+  assert result.returncode != 0
+  assert 'control/labeled/InputPipeline.strong_augment = True' in result.stderr
+  assert str(tmp_path) in result.stderr
+  assert 'Traceback' in result.stderr and 'ValueError' in result.stderr
+  # Everything before the last call passed.
+  assert "'used'" not in result.stderr and 'AssertionError' not in result.stderr
+
+
+def test_a_row_is_rescored_from_its_own_checkpoint_once(tmp_path):
+  stage = tmp_path / 'seed0' / 'iter1_finetune' / 'checkpoints'
+  stage.mkdir(parents=True)
+  for suffix in ('index', 'data-00000-of-00001'):
+    for step in (200, 300):  # The row's checkpoint and an older one.
+      (stage / f'ckpt-{step}.{suffix}').write_text(suffix)
+  script = textwrap.dedent(f"""
+      import json, os
+      from benchmarks import ssl_gain
+      calls = []
+      def fake_eval(model_dir, bindings, extra_args):
+        # What train.py --mode eval would restore: the state file's checkpoint.
+        with open(os.path.join(model_dir, 'checkpoints', 'checkpoint')) as f:
+          prefix = f.read().split('"')[1]
+        files = sorted(os.listdir(os.path.join(model_dir, 'checkpoints')))
+        calls.append((list(extra_args), bindings[-1], prefix, files))
+        with open(os.path.join(model_dir, 'eval_results.json'), 'w') as f:
+          json.dump({{'step': int(prefix.split('-')[1]), 'PQ': 1.5,
+                     'mIoU': 2.5}}, f)
+      ssl_gain._run_train_py = fake_eval
+      row = {{'iteration': 1, 'stage': 'finetune',
+              'checkpoint': 'iter1_finetune/checkpoints/ckpt-300'}}
+      args = (row, {str(tmp_path / 'seed0')!r}, {str(tmp_path / 'scratch')!r},
+              'data/val150', ['STUDENT_STEPS = 3600'])
+      assert ssl_gain.rescore(*args) == {{'PQ': 1.5, 'mIoU': 2.5}}
+      assert ssl_gain.rescore(*args) == {{'PQ': 1.5, 'mIoU': 2.5}}
+      assert calls == [(['--mode', 'eval'],
+                        "eval/find_records.cityscapes_root = 'data/val150'",
+                        'ckpt-300', ['checkpoint', 'ckpt-300.data-00000-of-00001',
+                                     'ckpt-300.index'])], calls
+      # A cached score of another step is refused.
+      ssl_gain.rescore(dict(row, checkpoint='iter1_finetune/checkpoints/ckpt-200'),
+                       *args[1:])
+  """)
+  result = _python(['-c', script])
+  assert result.returncode != 0
+  assert 'AssertionError' not in result.stderr, result.stderr
+  assert 'scored step 300, not' in result.stderr and 'ckpt-200' in result.stderr

@@ -61,6 +61,13 @@ def test_teacher_config_trains_evaluates_and_resumes(synthetic_root, tmp_path):
   assert result['step'] == 3 and result['metrics'] is not None
 
 
+def test_eval_mode_without_a_checkpoint_is_refused(synthetic_root, tmp_path):
+  _parse(synthetic_root, steps=1)
+  with pytest.raises(FileNotFoundError, match='no checkpoint in .*checkpoints'):
+    train_lib.run_experiment(model_dir=str(tmp_path / 'empty'), mode='eval')
+  assert not os.path.exists(tmp_path / 'empty' / train_lib.EVAL_RESULTS)
+
+
 def test_unknown_mode_is_rejected(synthetic_root, tmp_path):
   _parse(synthetic_root, steps=1)
   with pytest.raises(ValueError, match='--mode'):
