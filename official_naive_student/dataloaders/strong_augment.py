@@ -28,15 +28,10 @@ BLUR_SIGMA = (0.1, 2.0)
 CUTOUT_PROB = 0.5
 CUTOUT_AREA = (0.02, 0.4)
 CUTOUT_ASPECT = (0.3, 1 / 0.3)
-_GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R 601, as PIL and torchvision.
 
 
 def _uniform(seed, low, high):
   return tf.random.stateless_uniform([], seed, low, high)
-
-
-def _gray(image: tf.Tensor) -> tf.Tensor:
-  return tf.reduce_sum(image * tf.constant(_GRAY_WEIGHTS), -1, keepdims=True)
 
 
 def color_jitter(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
@@ -44,11 +39,11 @@ def color_jitter(image: tf.Tensor, seed: tf.Tensor) -> tf.Tensor:
   seeds = tf.random.experimental.stateless_split(seed, 4)
   image = image * _uniform(seeds[0], 1 - BRIGHTNESS, 1 + BRIGHTNESS)
   image = tf.clip_by_value(image, 0.0, 255.0)
-  mean = tf.reduce_mean(_gray(image))
+  mean = tf.reduce_mean(tf.image.rgb_to_grayscale(image))
   image = mean + (image - mean) * _uniform(seeds[1], 1 - CONTRAST,
                                             1 + CONTRAST)
   image = tf.clip_by_value(image, 0.0, 255.0)
-  gray = _gray(image)
+  gray = tf.image.rgb_to_grayscale(image)
   image = gray + (image - gray) * _uniform(seeds[2], 1 - SATURATION,
                                             1 + SATURATION)
   image = tf.clip_by_value(image, 0.0, 255.0)
@@ -111,7 +106,8 @@ def strong_augment(image: tf.Tensor, panoptic: tf.Tensor, seed: tf.Tensor,
   image = tf.cond(chance(0, JITTER_PROB),
                   lambda: color_jitter(image, seeds[1]), lambda: image)
   image = tf.cond(chance(2, GRAYSCALE_PROB),
-                  lambda: tf.tile(_gray(image), [1, 1, 3]), lambda: image)
+                  lambda: tf.image.grayscale_to_rgb(
+                      tf.image.rgb_to_grayscale(image)), lambda: image)
   sigma = _uniform(seeds[3], *BLUR_SIGMA)
   image = tf.cond(chance(4, BLUR_PROB),
                   lambda: gaussian_blur(image, sigma), lambda: image)
