@@ -28,7 +28,8 @@ world.
 --teacher_stage control takes those chains' fine-tuned controls as Teachers
 instead: Teachers with more supervised steps, nearer their plateau.
 --rescore_root also scores every row on a larger val split of the same world
-(the demo's 30 val frames hold few instances), from the same checkpoints.
+(30 val frames, the demo's before it had 150, hold few instances), from
+the same checkpoints.
 A variant's binding that no stage it trained used fails the run by name.
 """
 
