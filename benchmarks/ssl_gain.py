@@ -43,6 +43,7 @@ from typing import Dict, List, Sequence
 
 from absl import app
 from absl import flags
+from absl import logging
 
 from official_naive_student.core import file_io
 from official_naive_student.naive_student import loop
@@ -277,14 +278,29 @@ def variant_plan(oracle: bool, variants: Sequence[str],
           + [(v, labels) for v in student_variants])
 
 
+def _link(origin: str, link: str) -> None:
+  """Links `origin` at `link` by a relative path, so that a moved --out keeps
+  its links; a link left dangling by an earlier move is pointed at `origin`.
+  """
+  if os.path.lexists(link):
+    if os.path.exists(link):
+      return
+    logging.warning('%s pointed at the missing %s; relinked to %s', link,
+                    os.readlink(link), origin)
+    os.remove(link)
+  parent = os.path.dirname(link)
+  os.makedirs(parent, exist_ok=True)
+  os.symlink(os.path.relpath(os.path.realpath(origin),
+                             os.path.realpath(parent)), link)
+
+
 def _link_stages(source: str, target: str, stages) -> None:
   """Links `source`'s finished stage folders into `target` (run there as is)."""
   os.makedirs(target, exist_ok=True)
   for iteration, stage in stages:
     origin = loop.stage_dir(source, iteration, stage)
-    link = loop.stage_dir(target, iteration, stage)
-    if os.path.exists(origin) and not os.path.lexists(link):
-      os.symlink(os.path.realpath(origin), link)
+    if os.path.exists(origin):
+      _link(origin, loop.stage_dir(target, iteration, stage))
 
 
 def _mean_std(values: Sequence[float]) -> str:
@@ -340,10 +356,7 @@ def carry_world(world_seed, out: str, teachers_from) -> None:
   if not os.path.isdir(source):
     raise FileNotFoundError(f'--teachers_from: no {source}, the world its '
                             'Teachers learnt from')
-  link = os.path.join(out, name)
-  if not os.path.lexists(link):
-    os.makedirs(out, exist_ok=True)
-    os.symlink(os.path.realpath(source), link)
+  _link(source, os.path.join(out, name))
 
 
 def main(_):

@@ -198,3 +198,30 @@ def test_a_row_is_rescored_from_its_own_checkpoint_once(tmp_path):
   assert result.returncode != 0
   assert 'AssertionError' not in result.stderr, result.stderr
   assert 'scored step 300, not' in result.stderr and 'ckpt-200' in result.stderr
+
+
+def test_reused_stages_are_linked_relatively_and_a_dangling_link_is_repaired(
+    tmp_path):
+  # A variant folder whose Teacher link points into a folder since removed
+  # (e.g. a deleted worktree) is relinked to the chain's Teacher; the links
+  # are relative, so moving the whole --out keeps them working.
+  chain = tmp_path / 'out' / 'seed0'
+  (chain / 'iter0_teacher').mkdir(parents=True)
+  (chain / 'iter0_teacher' / 'DONE').write_text('')
+  variant = tmp_path / 'out' / 'seed0_oracle'
+  variant.mkdir()
+  (variant / 'iter0_teacher').symlink_to(tmp_path / 'gone' / 'iter0_teacher')
+  script = textwrap.dedent(f"""
+      from benchmarks import ssl_gain
+      ssl_gain._link_stages({str(chain)!r}, {str(variant)!r},
+                            [(0, 'teacher'), (1, 'pseudo_label')])
+  """)
+  result = _python(['-c', script])
+  assert result.returncode == 0, result.stderr
+  assert 'pointed at the missing' in result.stderr
+  link = variant / 'iter0_teacher'
+  assert os.readlink(link) == os.path.join('..', 'seed0', 'iter0_teacher')
+  assert not (variant / 'iter1_pseudo_label').exists()  # No such stage.
+  os.rename(tmp_path / 'out', tmp_path / 'moved')
+  assert (tmp_path / 'moved' / 'seed0_oracle' / 'iter0_teacher' /
+          'DONE').exists()
