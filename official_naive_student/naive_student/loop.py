@@ -124,15 +124,19 @@ def adopt_teacher(source_stage: str, model_dir: str) -> str:
   chain's fine-tuned control. The stage folder links the source's checkpoints
   and holds its result under the teacher stage's inputs (none), so the chain
   runs on from it; `adopted_from.json` records the source and its fingerprints.
-  Adopting the same source again is a no-op; another one is an error.
-  Returns the stage folder.
+  Links and record hold paths relative to the stage folder, so a tree moved
+  whole (both chains) keeps working. Adopting the same source again is a
+  no-op; another one is an error. Returns the stage folder.
   """
   source = os.path.realpath(source_stage)
   target = stage_dir(model_dir, 0, 'teacher')
+  home = os.path.join(os.path.realpath(model_dir), os.path.basename(target))
   record = os.path.join(target, ADOPTED_FROM)
   if os.path.lexists(target):
-    adopted = (file_io.read_json(record)['source']
-               if os.path.exists(record) else None)
+    adopted = None
+    if os.path.exists(record):  # An absolute record (older runs) joins as is.
+      adopted = os.path.realpath(
+          os.path.join(home, file_io.read_json(record)['source']))
     if adopted != source:
       raise StageInputsChangedError(
           f'{target} already holds a Teacher '
@@ -142,13 +146,14 @@ def adopt_teacher(source_stage: str, model_dir: str) -> str:
   if not (file_io.is_done(source) and os.path.exists(result_path)):
     raise FileNotFoundError(f'{source_stage} is not a finished stage')
   result = file_io.read_json(result_path)
-  provenance = {'source': source, _INPUTS: result.pop(_INPUTS, None)}
+  provenance = {'source': os.path.relpath(source, home),
+                _INPUTS: result.pop(_INPUTS, None)}
   os.makedirs(model_dir, exist_ok=True)
   with file_io.atomic_dir(target) as tmp:
     for name in os.listdir(source):
       path = os.path.join(source, name)
       if os.path.isdir(path):
-        os.symlink(path, os.path.join(tmp, name))
+        os.symlink(os.path.relpath(path, home), os.path.join(tmp, name))
       elif name not in (STAGE_RESULT, file_io.DONE_MARKER):
         shutil.copy(path, tmp)
     file_io.atomic_write_json(os.path.join(tmp, ADOPTED_FROM), provenance)

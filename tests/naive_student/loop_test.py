@@ -307,8 +307,30 @@ def test_a_finished_control_is_adopted_as_the_next_chains_teacher(tmp_path):
   with open(calls[-1]) as f:  # The labels came from the control's weights.
     assert f.read() == 'the control'
   adopted = json.load(open(os.path.join(teacher, loop.ADOPTED_FROM)))
-  assert adopted['source'] == os.path.realpath(control)
+  assert not os.path.isabs(adopted['source'])
+  assert (os.path.realpath(os.path.join(teacher, adopted['source']))
+          == os.path.realpath(control))
   assert set(adopted['input_fingerprints']) == {'init'}
+  link = os.readlink(os.path.join(teacher, 'checkpoints'))
+  assert not os.path.isabs(link)
+
+  # Both chains moved together: the adopted Teacher still resolves and counts
+  # as the same source.
+  moved = str(tmp_path / 'moved')
+  shutil.copytree(first, os.path.join(moved, 'a'), symlinks=True)
+  shutil.copytree(second, os.path.join(moved, 'b'), symlinks=True)
+  moved_teacher = loop.stage_dir(os.path.join(moved, 'b'), 0, 'teacher')
+  with open(os.path.join(moved_teacher, 'checkpoints', 'ckpt-300')) as f:
+    assert f.read() == 'the control'
+  assert loop.adopt_teacher(loop.stage_dir(os.path.join(moved, 'a'), 1,
+                                           'control'),
+                            os.path.join(moved, 'b')) == moved_teacher
+  assert chain(os.path.join(moved, 'b'), fail)[0]['PQ'] == 7.0
+  # A record written with an absolute source (older runs) still matches it.
+  record = os.path.join(moved_teacher, loop.ADOPTED_FROM)
+  with open(record, 'w') as f:
+    json.dump({**adopted, 'source': os.path.realpath(control)}, f)
+  assert loop.adopt_teacher(control, os.path.join(moved, 'b')) == moved_teacher
 
   assert loop.adopt_teacher(control, second) == teacher  # Again: a no-op.
   with pytest.raises(loop.StageInputsChangedError, match='already holds'):
