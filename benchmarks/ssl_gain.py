@@ -288,10 +288,8 @@ def _link(origin: str, link: str) -> None:
     logging.warning('%s pointed at the missing %s; relinked to %s', link,
                     os.readlink(link), origin)
     os.remove(link)
-  parent = os.path.dirname(link)
-  os.makedirs(parent, exist_ok=True)
-  os.symlink(os.path.relpath(os.path.realpath(origin),
-                             os.path.realpath(parent)), link)
+  os.makedirs(os.path.dirname(link), exist_ok=True)
+  file_io.relative_symlink(origin, link)
 
 
 def _link_stages(source: str, target: str, stages) -> None:

@@ -98,6 +98,18 @@ def atomic_dir(path: str) -> Iterator[str]:
   os.replace(tmp, path)
 
 
+def relative_symlink(origin: str, link: str, home: Optional[str] = None) -> None:
+  """Links `origin` at `link` by a path relative to `home`, the folder the link
+  will live in (default: `link`'s own), so a tree moved whole keeps its links.
+
+  Pass `home` when the link is made inside a temporary folder that is renamed
+  to `home` afterwards. `origin` is resolved first: no chains of links.
+  """
+  home = os.path.dirname(link) if home is None else home
+  os.symlink(os.path.relpath(os.path.realpath(origin), os.path.realpath(home)),
+             link)
+
+
 def is_done(directory: str) -> bool:
   """True when `directory` holds a DONE marker written by `mark_done`."""
   return os.path.exists(os.path.join(directory, DONE_MARKER))

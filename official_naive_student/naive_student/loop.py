@@ -153,7 +153,7 @@ def adopt_teacher(source_stage: str, model_dir: str) -> str:
     for name in os.listdir(source):
       path = os.path.join(source, name)
       if os.path.isdir(path):
-        os.symlink(os.path.relpath(path, home), os.path.join(tmp, name))
+        file_io.relative_symlink(path, os.path.join(tmp, name), home)
       elif name not in (STAGE_RESULT, file_io.DONE_MARKER):
         shutil.copy(path, tmp)
     file_io.atomic_write_json(os.path.join(tmp, ADOPTED_FROM), provenance)
