@@ -32,6 +32,7 @@ from official_naive_student.core import progress as progress_lib
 from official_naive_student.dataloaders import cityscapes_files
 from official_naive_student.dataloaders import input_pipeline
 from official_naive_student.naive_student import class_balance
+from official_naive_student.naive_student import class_confidence
 from official_naive_student.naive_student import ego_car
 from official_naive_student.naive_student import label_folder
 from official_naive_student.naive_student import label_settings
@@ -55,18 +56,18 @@ def _per_frame(fn: Callable, pipeline: input_pipeline.InputPipeline,
 
 
 def _label_fn(infer: Callable, void_id: int,
-              confidence_threshold: float) -> Callable:
+              thresholds: Optional[Sequence[float]]) -> Callable:
   """images -> panoptic labels [B, H', W'] int32.
 
-  With `confidence_threshold`, pixels whose TTA-averaged top class probability
-  is below it are void (the Teacher's infer must return semantic probs).
+  With `thresholds` ([C]), pixels whose TTA-averaged top class probability is
+  below their class's threshold are void (`class_confidence`).
   """
   def labels(images):
     outputs = infer(images)
     panoptic = outputs[common.PRED_PANOPTIC]
-    if confidence_threshold > 0:
-      confidence = tf.reduce_max(outputs[common.PRED_SEMANTIC_PROBS], axis=-1)
-      panoptic = tf.where(confidence < confidence_threshold, void_id, panoptic)
+    if thresholds is not None:
+      panoptic = class_confidence.mask_unconfident(
+          panoptic, outputs[common.PRED_SEMANTIC_PROBS], thresholds, void_id)
     return panoptic
 
   return labels
@@ -80,34 +81,32 @@ def _crop_to_image(record: Record, array, eval_pad_size):
     return array[:image.height, :image.width]
 
 
-def fit_class_balance(probs_fn: Callable, records: Sequence[Record],
-                      target_shares: Sequence[float],
-                      dataset: datasets.DatasetInfo = datasets.CITYSCAPES,
-                      ego_car_void: bool = True, num_frames: int = 200,
-                      pixels_per_frame: int = 4096, batch_size: int = 1,
-                      eval_pad_size: Optional[Sequence[int]] = None,
-                      strategy: Optional[tf.distribute.Strategy] = None
-                      ) -> np.ndarray:
-  """Per-class log-biases aligning the labels' class shares to `target_shares`.
+def sample_pixel_log_probs(probs_fn: Callable, records: Sequence[Record],
+                           dataset: datasets.DatasetInfo = datasets.CITYSCAPES,
+                           ego_car_void: bool = True, num_frames: int = 200,
+                           pixels_per_frame: int = 4096, batch_size: int = 1,
+                           eval_pad_size: Optional[Sequence[int]] = None,
+                           strategy: Optional[tf.distribute.Strategy] = None
+                           ) -> np.ndarray:
+  """The Teacher's log-probabilities at random pixels of some frames to label,
+  what class balance and class confidence thresholds are fitted on.
 
   Args:
     probs_fn: images -> the Teacher's TTA-averaged probabilities [B, H, W, C].
     records: the frames to be labeled; `num_frames` of them, evenly spaced
       over the list (videos and extra images alike), are sampled.
-    target_shares: [C] class shares of the human labels
-      (`class_balance.label_class_shares`).
     dataset: label space of the probabilities.
     ego_car_void: do not sample the ego car (the labels void it).
     num_frames, pixels_per_frame: the sample (pixels drawn with a fixed seed).
     batch_size, eval_pad_size, strategy: as in `write_pseudo_labels`.
 
   Returns:
-    [C] float32 log-biases (`class_balance.fit_log_bias`).
+    [num_frames * pixels_per_frame, C] float32 log-probabilities.
   """
   stride = max(1, len(records) // max(num_frames, 1))
   sample = list(records[::stride])[:num_frames]
   if not sample:
-    raise ValueError(f'class balance: no frames to fit on ({len(records)} '
+    raise ValueError(f'pseudo-label fit: no frames to sample ({len(records)} '
                      f'records, class_balance_frames={num_frames})')
   by_id = {r.image_id: r for r in sample}
   masks = ego_car.snippet_masks(sample) if ego_car_void else {}
@@ -117,7 +116,7 @@ def fit_class_balance(probs_fn: Callable, records: Sequence[Record],
   rng = np.random.default_rng(0)
   drawn = []
   progress = progress_lib.Progress(len(sample), unit='frames',
-                                   name='class balance sample')
+                                   name='pseudo-label fit sample')
   for image_id, probs in _per_frame(probs_fn, pipeline,
                                     strategy or tf.distribute.get_strategy()):
     record = by_id[image_id]
@@ -125,13 +124,7 @@ def fit_class_balance(probs_fn: Callable, records: Sequence[Record],
         _crop_to_image(record, probs, eval_pad_size), pixels_per_frame, rng,
         ego_car.mask_for(record, masks)))
     progress.update()
-  drawn = np.concatenate(drawn)
-  log_bias = class_balance.fit_log_bias(drawn, np.asarray(target_shares))
-  shares = class_balance.label_shares(drawn, log_bias)
-  logging.info('class balance on %d frames: log-bias %s; label shares %s '
-               '(human labels %s)', len(sample), np.round(log_bias, 2),
-               np.round(shares, 4), np.round(np.asarray(target_shares), 4))
-  return log_bias
+  return np.concatenate(drawn)
 
 
 def write_pseudo_labels(
@@ -142,7 +135,8 @@ def write_pseudo_labels(
     num_shards: int = 1, strategy: Optional[tf.distribute.Strategy] = None,
     max_frames: Optional[int] = None,
     settings: Optional[Dict[str, object]] = None,
-    confidence_threshold: float = 0.0) -> Dict[str, object]:
+    confidence_thresholds: Optional[Sequence[float]] = None
+) -> Dict[str, object]:
   """Labels this shard's frames that have no label yet, then marks the shard.
 
   Args:
@@ -162,8 +156,9 @@ def write_pseudo_labels(
     max_frames: stop after labeling this many frames (time-limited jobs); the
       next run goes on from there.
     settings: extra entries of settings.json that must match across runs.
-    confidence_threshold: void the pixels whose top class probability is
-      below it (0: hard labels everywhere, the paper's recipe).
+    confidence_thresholds: [C]: void the pixels whose top class probability
+      is below their class's threshold (None: hard labels everywhere, the
+      paper's recipe).
 
   Returns:
     {'written', 'skipped', 'complete'}: frames labeled now, frames found done,
@@ -196,7 +191,7 @@ def write_pseudo_labels(
         len(mine), unit='frames', start=skipped,
         name=f'pseudo_label shard {shard}/{num_shards}')
     strategy = strategy or tf.distribute.get_strategy()
-    labels = _label_fn(build_infer(), void_id, confidence_threshold)
+    labels = _label_fn(build_infer(), void_id, confidence_thresholds)
     for image_id, panoptic in _per_frame(labels, pipeline, strategy):
       record = by_id[image_id]
       panoptic = _crop_to_image(record, panoptic, eval_pad_size)
@@ -215,24 +210,37 @@ def write_pseudo_labels(
   return {'written': written, 'skipped': skipped, 'complete': complete}
 
 
-def _class_balance_settings(output_dir, restored_model, tta_fn, records,
-                            human_records, dataset, ego_car_void, num_frames,
-                            batch_size, eval_pad_size, strategy
-                            ) -> Dict[str, object]:
-  """settings.json entries of class-balanced labels, fitting the biases once.
+def _fitted_settings(output_dir, restored_model, tta_fn, records, dataset,
+                     ego_car_void, num_frames, batch_size, eval_pad_size,
+                     strategy, human_records=None, confidence_quantile=0.0
+                     ) -> Dict[str, object]:
+  """settings.json entries of what is fitted on a sample before labeling.
 
-  A folder that already has settings.json made with the same human labels
-  gives back its log-biases (a resumed run labels the rest alike); any other
-  difference is left for `label_settings.compare_settings` to report.
+  Class balance (with `human_records`) and per-class confidence thresholds
+  (with `confidence_quantile`), fitted once on one sample, the thresholds on
+  the balanced probabilities. A folder that already has settings.json made
+  with the same options gives back its fitted values (a resumed run labels
+  the rest alike); any other difference is left for
+  `label_settings.compare_settings` to report.
   """
-  target = class_balance.label_class_shares(human_records, dataset)
-  entries = {'class_balance': {
-      'frames': int(num_frames),
-      'human_label_shares': [round(float(t), 6) for t in target]}}
+  entries, fits = {}, {}
+  if human_records is not None:
+    target = class_balance.label_class_shares(human_records, dataset)
+    entries['class_balance'] = {
+        'frames': int(num_frames),
+        'human_label_shares': [round(float(t), 6) for t in target]}
+    fits['class_balance'] = 'class_log_bias'
+  if confidence_quantile:
+    entries['class_confidence'] = {'frames': int(num_frames),
+                                   'quantile': float(confidence_quantile)}
+    fits['class_confidence'] = 'class_confidence_thresholds'
+  if not entries:
+    return entries
   existing = label_settings.read_settings(output_dir)
   if existing is not None:  # Fitted before; or other labels, which fail later.
-    same = existing.get('class_balance') == entries['class_balance']
-    entries['class_log_bias'] = existing.get('class_log_bias') if same else None
+    for option, fitted in fits.items():
+      same = existing.get(option) == entries[option]
+      entries[fitted] = existing.get(fitted) if same else None
     return entries
   model = restored_model()
 
@@ -242,10 +250,23 @@ def _class_balance_settings(output_dir, restored_model, tta_fn, records,
                      tf.cast(images, tf.float32))
     return outputs[common.PRED_SEMANTIC_PROBS]
 
-  log_bias = fit_class_balance(
-      probs_fn, records, target, dataset, ego_car_void, num_frames,
+  drawn = sample_pixel_log_probs(
+      probs_fn, records, dataset, ego_car_void, num_frames,
       batch_size=batch_size, eval_pad_size=eval_pad_size, strategy=strategy)
-  entries['class_log_bias'] = [float(b) for b in log_bias]
+  log_bias = np.zeros(drawn.shape[1], np.float32)
+  if human_records is not None:
+    log_bias = class_balance.fit_log_bias(drawn, np.asarray(target))
+    logging.info('class balance on %d frames: log-bias %s; label shares %s '
+                 '(human labels %s)', num_frames, np.round(log_bias, 2),
+                 np.round(class_balance.label_shares(drawn, log_bias), 4),
+                 np.round(target, 4))
+    entries['class_log_bias'] = [float(b) for b in log_bias]
+  if confidence_quantile:
+    thresholds = class_confidence.fit_class_thresholds(drawn + log_bias,
+                                                       confidence_quantile)
+    logging.info('class confidence thresholds (quantile %s) on %d frames: %s',
+                 confidence_quantile, num_frames, np.round(thresholds, 3))
+    entries['class_confidence_thresholds'] = [float(t) for t in thresholds]
   return entries
 
 
@@ -263,7 +284,8 @@ def pseudo_label(teacher_checkpoint: str, output_dir: str,
                  overwrite: bool = False,
                  confidence_threshold: float = 0.0,
                  class_balance_records: Optional[Sequence[Record]] = None,
-                 class_balance_frames: int = 200) -> Optional[str]:
+                 class_balance_frames: int = 200,
+                 class_confidence_quantile: float = 0.0) -> Optional[str]:
   """Labels `records` with the Teacher's TTA prediction; resumable and sharded.
 
   Args:
@@ -294,7 +316,11 @@ def pseudo_label(teacher_checkpoint: str, output_dir: str,
       (`class_balance`; beyond the paper: None labels the plain argmax). The
       log-biases are fitted on `class_balance_frames` of `records` before
       labeling and kept in settings.json, which a resumed run reads back.
-    class_balance_frames: frames sampled for that fit.
+    class_balance_frames: frames sampled for that fit and the next one.
+    class_confidence_quantile: void, in each class, the pixels whose top
+      probability is below this quantile of the class's confidences on the
+      sample (`class_confidence`; beyond the paper: 0 voids none). Combined
+      with `confidence_threshold`, the larger threshold of the two applies.
 
   Returns:
     `output_dir` once every shard is done and the json is merged (at once if
@@ -329,13 +355,16 @@ def pseudo_label(teacher_checkpoint: str, output_dir: str,
     return model
 
   tta_fn = inference.make_tta_fn(scales, flip)
-  if class_balance_records is not None:
-    teacher.update(_class_balance_settings(
-        output_dir, restored_model, tta_fn, records, class_balance_records,
-        task.info, ego_car_void, class_balance_frames, batch_size,
-        eval_pad_size, strategy))
-    if teacher['class_log_bias'] is not None:
-      tta_fn = class_balance.with_log_bias(tta_fn, teacher['class_log_bias'])
+  teacher.update(_fitted_settings(
+      output_dir, restored_model, tta_fn, records, task.info, ego_car_void,
+      class_balance_frames, batch_size, eval_pad_size, strategy,
+      class_balance_records, class_confidence_quantile))
+  if teacher.get('class_log_bias') is not None:
+    tta_fn = class_balance.with_log_bias(tta_fn, teacher['class_log_bias'])
+  thresholds = teacher.get('class_confidence_thresholds')
+  if confidence_threshold:
+    thresholds = np.maximum(thresholds or 0.0, np.full(
+        task.info.num_classes, confidence_threshold, np.float32)).tolist()
   if file_io.is_done(output_dir):
     settings = label_settings.label_settings(
         records, task.info, ego_car_void, eval_pad_size, num_shards, teacher)
@@ -354,7 +383,7 @@ def pseudo_label(teacher_checkpoint: str, output_dir: str,
       build_infer, records, output_dir, task.info, ego_car_void=ego_car_void,
       batch_size=batch_size, eval_pad_size=eval_pad_size, shard=shard,
       num_shards=num_shards, strategy=strategy, max_frames=max_frames,
-      settings=teacher, confidence_threshold=confidence_threshold)
+      settings=teacher, confidence_thresholds=thresholds)
   if result['complete'] and not label_folder.pending_shards(output_dir):
     label_folder.merge_pseudo_labels(output_dir, task.info)
     return output_dir

@@ -113,9 +113,8 @@ def test_label_class_shares_count_the_human_labels(tmp_path):
                                      info)
 
 
-def test_fit_class_balance_names_an_empty_sample():
+def test_the_fit_sample_names_an_empty_sample():
   def never_called(images):
     raise AssertionError('no frame should be run')
   with pytest.raises(ValueError, match='class_balance_frames=0'):
-    pseudo_labeling.fit_class_balance(never_called, [], np.ones(19) / 19,
-                                      num_frames=0)
+    pseudo_labeling.sample_pixel_log_probs(never_called, [], num_frames=0)

@@ -351,7 +351,7 @@ def test_class_balanced_labels_use_the_fitted_biases_and_resume_with_them(
   def no_refit(*args, **kwargs):
     raise AssertionError('refitted on resume')
 
-  monkeypatch.setattr(pls, 'fit_class_balance', no_refit)
+  monkeypatch.setattr(pls, 'sample_pixel_log_probs', no_refit)
   assert pls.pseudo_label(setup['teacher_dir'], out, records, task=_task(),
                           batch_size=4, class_balance_records=human,
                           class_balance_frames=6) == out
@@ -374,3 +374,45 @@ def test_class_balanced_labels_use_the_fitted_biases_and_resume_with_them(
     pls.pseudo_label(setup['teacher_dir'], out, records, task=_task(),
                      batch_size=4, class_balance_records=human[:1],
                      class_balance_frames=6)
+
+
+def test_class_confidence_voids_each_class_below_its_fitted_threshold(
+    setup, tmp_path, monkeypatch):
+  records = setup['records']
+  out = str(tmp_path / 'class_confident')
+  options = dict(task=_task(), batch_size=4, class_balance_frames=6,
+                 class_confidence_quantile=0.5)
+  assert pls.pseudo_label(setup['teacher_dir'], out, records, max_frames=8,
+                          **options) is None
+  with open(os.path.join(out, label_settings.SETTINGS_FILE)) as f:
+    settings = json.load(f)
+  assert settings['class_confidence'] == {'frames': 6, 'quantile': 0.5}
+  assert 'class_log_bias' not in settings
+  thresholds = np.asarray(settings['class_confidence_thresholds'])
+  assert thresholds.shape == (INFO.num_classes,) and thresholds.max() > 0
+
+  def no_refit(*args, **kwargs):
+    raise AssertionError('refitted on resume')
+
+  monkeypatch.setattr(pls, 'sample_pixel_log_probs', no_refit)
+  assert pls.pseudo_label(setup['teacher_dir'], out, records, **options) == out
+  labels, hard = _labels(out), _labels(setup['full'])
+  voided = []
+  for record in records:
+    probs = setup['tta_infer'](decode.decode_image(record.image_path)[
+        np.newaxis])[common.PRED_SEMANTIC_PROBS].numpy()[0]
+    needed = thresholds[np.argmax(probs, axis=-1)]
+    confidence = np.max(probs, axis=-1)
+    label = labels[record.image_id]
+    assert (label[confidence < needed - 1e-4] == VOID).all(), record.image_id
+    sure = confidence > needed + 1e-4
+    assert _agreement(label[sure] // 1000, hard[record.image_id][sure] // 1000
+                      ) >= _MIN_AGREEMENT, record.image_id
+    voided.append(np.mean(confidence < needed))
+  # The median of each class's confidences on 6 of the 20 frames: about half
+  # of all pixels are void.
+  assert 0.3 < np.mean(voided) < 0.7
+
+  with pytest.raises(pls.SettingsMismatchError, match='class_confidence'):
+    pls.pseudo_label(setup['teacher_dir'], out, records,
+                     **{**options, 'class_confidence_quantile': 0.2})
