@@ -240,14 +240,27 @@ def unreached_bindings(bindings: Sequence[str],
   Gin accepts a binding for any scope, e.g. `control/labeled/InputPipeline.x`,
   and silently ignores it if no configurable is called in that scope; the
   operative config lists what was used, so a name missing from it took no
-  effect and a variant row would silently equal the plain one.
+  effect and a variant row would silently equal the plain one. A binding
+  also reaches a call in a scope inside its own (gin lists
+  `student/mix_pseudo_labels.shares` for `mix_pseudo_labels.shares`): it is
+  counted when the listed value is its value, else it was overridden there.
   """
-  names = set()
+  used = {}
   for text in operative_configs:
-    for line in text.splitlines():
+    for line in text.replace('\\\n', ' ').splitlines():
       if '=' in line and line[:1] not in ('#', ' ', '\t'):
-        names.add(line.split('=', 1)[0].strip())
-  return [b for b in bindings if b.split('=', 1)[0].strip() not in names]
+        name, value = line.split('=', 1)
+        used.setdefault(name.strip(), set()).add(''.join(value.split()))
+
+  def reached(binding):
+    name, value = (part.strip() for part in binding.split('=', 1))
+    if name in used:
+      return True
+    value = ''.join(value.split())
+    return any(listed.endswith('/' + name) and value in values
+               for listed, values in used.items())
+
+  return [b for b in bindings if not reached(b)]
 
 
 def _require_reached(model_dir: str, bindings: Sequence[str], stages) -> None:

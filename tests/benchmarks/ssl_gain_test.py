@@ -135,13 +135,19 @@ def test_a_binding_no_stage_used_is_refused_naming_it(tmp_path):
       'strong/InputPipeline.crop_size = \\\n'
       '    (128, 256)\n'
       'strong/InputPipeline.strong_augment = True\n'
-      "labeled/InputPipeline.mode = 'train'\n")
+      "labeled/InputPipeline.mode = 'train'\n"
+      'student/mix_pseudo_labels.shares = [0.5, 0.5]\n')
   script = textwrap.dedent(f"""
       from benchmarks import ssl_gain
+      # An unscoped binding reaches a call in a scope (gin lists it scoped)
+      # unless a scoped binding overrides it there (another value listed).
       used = ['strong/InputPipeline.strong_augment = True',
-              'strong/InputPipeline.crop_size=(128, 256)', 'STUDENT_STEPS = 3600']
+              'strong/InputPipeline.crop_size=(128, 256)', 'STUDENT_STEPS = 3600',
+              'mix_pseudo_labels.shares = [0.5,0.5]',
+              'InputPipeline.crop_size = (128, 256)']
       ignored = ['control/labeled/InputPipeline.strong_augment = True',
-                 'InputPipeline.strong_augment = True']
+                 'InputPipeline.strong_augment = False',
+                 'mix_pseudo_labels.shares = [0.9, 0.1]']
       text = open({str(control / 'operative_config.gin')!r}).read()
       assert ssl_gain.unreached_bindings(used, [text]) == [], 'used'
       assert ssl_gain.unreached_bindings(used + ignored, [text]) == ignored
