@@ -240,10 +240,11 @@ def unreached_bindings(bindings: Sequence[str],
   Gin accepts a binding for any scope, e.g. `control/labeled/InputPipeline.x`,
   and silently ignores it if no configurable is called in that scope; the
   operative config lists what was used, so a name missing from it took no
-  effect and a variant row would silently equal the plain one. A binding
-  also reaches a call in a scope inside its own (gin lists
-  `student/mix_pseudo_labels.shares` for `mix_pseudo_labels.shares`): it is
-  counted when the listed value is its value, else it was overridden there.
+  effect and a variant row would silently equal the plain one. Gin applies a
+  binding wherever its scope is a prefix of the active one, and lists the
+  active one (`student/mix_pseudo_labels.shares` for `mix_pseudo_labels.shares`,
+  `student/inner/X.p` for `student/X.p`): such a name counts when the listed
+  value is the binding's, else a deeper binding overrode it there.
   """
   used = {}
   for text in operative_configs:
@@ -252,13 +253,22 @@ def unreached_bindings(bindings: Sequence[str],
         name, value = line.split('=', 1)
         used.setdefault(name.strip(), set()).add(''.join(value.split()))
 
+  def scopes_and_selector(name):
+    scope, _, selector = name.rpartition('/')
+    return (scope.split('/') if scope else []), selector
+
   def reached(binding):
     name, value = (part.strip() for part in binding.split('=', 1))
     if name in used:
       return True
+    scopes, selector = scopes_and_selector(name)
     value = ''.join(value.split())
-    return any(listed.endswith('/' + name) and value in values
-               for listed, values in used.items())
+    for listed, values in used.items():
+      listed_scopes, listed_selector = scopes_and_selector(listed)
+      if (listed_selector == selector and value in values
+          and listed_scopes[:len(scopes)] == scopes):
+        return True
+    return False
 
   return [b for b in bindings if not reached(b)]
 

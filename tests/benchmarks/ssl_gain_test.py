@@ -136,18 +136,22 @@ def test_a_binding_no_stage_used_is_refused_naming_it(tmp_path):
       '    (128, 256)\n'
       'strong/InputPipeline.strong_augment = True\n'
       "labeled/InputPipeline.mode = 'train'\n"
-      'student/mix_pseudo_labels.shares = [0.5, 0.5]\n')
+      'student/mix_pseudo_labels.shares = [0.5, 0.5]\n'
+      'student/pseudo/InputPipeline.cache_decoded = True\n')
   script = textwrap.dedent(f"""
       from benchmarks import ssl_gain
       # An unscoped binding reaches a call in a scope (gin lists it scoped)
-      # unless a scoped binding overrides it there (another value listed).
-      used = ['strong/InputPipeline.strong_augment = True',
+      # unless a scoped binding overrides it there (another value listed);
+      # a scoped one reaches the scopes it is a prefix of, as gin applies it.
+      used = ['student/InputPipeline.cache_decoded = True',
+              'strong/InputPipeline.strong_augment = True',
               'strong/InputPipeline.crop_size=(128, 256)', 'STUDENT_STEPS = 3600',
               'mix_pseudo_labels.shares = [0.5,0.5]',
               'InputPipeline.crop_size = (128, 256)']
       ignored = ['control/labeled/InputPipeline.strong_augment = True',
                  'InputPipeline.strong_augment = False',
-                 'mix_pseudo_labels.shares = [0.9, 0.1]']
+                 'mix_pseudo_labels.shares = [0.9, 0.1]',
+                 'pseudo/InputPipeline.cache_decoded = True']
       text = open({str(control / 'operative_config.gin')!r}).read()
       assert ssl_gain.unreached_bindings(used, [text]) == [], 'used'
       assert ssl_gain.unreached_bindings(used + ignored, [text]) == ignored
