@@ -342,9 +342,11 @@ def format_table(per_seed: Dict[int, Dict[str, Dict]]) -> str:
   for a in names:
     if a in ('teacher', 'control') or '(' in a or a.startswith('control '):
       continue
-    # A variant's rows are also set against its own control, if run.
+    # A variant's rows are also set against the paper's Student (did the
+    # switch pay?) and against its own control, if run.
+    paper = ['student'] if a != 'student' and 'student' in names else []
     own = sorted({f'control {a}', f'control {a.split()[-1]}'} & set(names))
-    for b in ['teacher', 'control'] + own:
+    for b in ['teacher', 'control'] + paper + own:
       lines.append(f'{a + " - " + b:<30}' + ''.join(
           f'{_mean_std([per_seed[s][a][m] - per_seed[s][b][m] for s in seeds]):>18}'
           for m in METRICS))

@@ -100,7 +100,7 @@ def test_a_student_variant_reuses_the_labels_a_label_variant_does_not():
       "strong [(0, 'teacher'), (1, 'pseudo_label')]"]
 
 
-def test_a_variant_is_also_set_against_its_own_control():
+def test_a_variant_is_also_set_against_the_papers_student_and_its_own_control():
   rows = ('teacher', 'control', 'student', 'strong', 'control strong',
           'student ft5e4', 'control ft5e4')
   per_seed = {s: {name: {'PQ': float(i + s), 'mIoU': float(i)}
@@ -117,9 +117,14 @@ def test_a_variant_is_also_set_against_its_own_control():
            if ' - ' in line[:30]]
   assert gains == [
       'student - teacher', 'student - control',
-      'strong - teacher', 'strong - control', 'strong - control strong',
+      'strong - teacher', 'strong - control', 'strong - student',
+      'strong - control strong',
       'student ft5e4 - teacher', 'student ft5e4 - control',
-      'student ft5e4 - control ft5e4']
+      'student ft5e4 - student', 'student ft5e4 - control ft5e4']
+  # Rows are numbered in order: strong (3) - student (2) is 1 on both seeds.
+  strong_vs_paper, = [line for line in result.stdout.splitlines()
+                      if line.startswith('strong - student ')]
+  assert strong_vs_paper.split()[3:] == ['1.00', '+-', '0.00', '1.00', '+-', '0.00']
 
 
 def test_a_binding_no_stage_used_is_refused_naming_it(tmp_path):
