@@ -40,8 +40,8 @@ def fit_class_thresholds(log_probs: np.ndarray, quantile: float) -> np.ndarray:
   if log_probs.ndim != 2 or not log_probs.shape[0]:
     raise ValueError(f'fit_class_thresholds: needs [N>0, C] log-probabilities, '
                      f'got shape {log_probs.shape}')
-  shifted = log_probs - log_probs.max(axis=-1, keepdims=True)
-  probs = np.exp(shifted) / np.exp(shifted).sum(axis=-1, keepdims=True)
+  probs = np.exp(log_probs - log_probs.max(axis=-1, keepdims=True))
+  probs /= probs.sum(axis=-1, keepdims=True)
   labels = np.argmax(probs, axis=-1)
   confidence = probs.max(axis=-1)
   thresholds = np.zeros(log_probs.shape[1], np.float64)

@@ -403,9 +403,14 @@ def test_class_confidence_voids_each_class_below_its_fitted_threshold(
         np.newaxis])[common.PRED_SEMANTIC_PROBS].numpy()[0]
     needed = thresholds[np.argmax(probs, axis=-1)]
     confidence = np.max(probs, axis=-1)
+    # Where two classes nearly tie, batched labeling may take the other one
+    # (and its threshold): such pixels are not checked.
+    top_two = np.sort(probs, axis=-1)[..., -2:]
+    clear = top_two[..., 1] - top_two[..., 0] > 1e-4
     label = labels[record.image_id]
-    assert (label[confidence < needed - 1e-4] == VOID).all(), record.image_id
-    sure = confidence > needed + 1e-4
+    assert (label[clear & (confidence < needed - 1e-4)] == VOID).all(), (
+        record.image_id)
+    sure = clear & (confidence > needed + 1e-4)
     assert _agreement(label[sure] // 1000, hard[record.image_id][sure] // 1000
                       ) >= _MIN_AGREEMENT, record.image_id
     voided.append(np.mean(confidence < needed))
